@@ -1,0 +1,122 @@
+// Plain configuration structs for nbd-multipath, and the functions that build them.
+//
+// Nothing outside config/ sees YAML: the loader turns a file (or the quick
+// command-line form) into a validated Config, or into one error sentence that
+// names file:line:column and says what to fix.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mp::config {
+
+using Duration = std::chrono::milliseconds;
+
+enum class SelectorKind { RoundRobin, QueueLength, ServiceTime };
+enum class Failback { Immediate, Manual, Delayed };
+enum class NoPathPolicy { Fail, Queue };
+// What an EIO returned by an upstream on a healthy connection means.
+enum class EioPolicy { Failover, Return };
+
+struct Path {
+  std::string name;  // unique; defaults to "path<N>" (1-based) when omitted
+  std::string uri;   // nbd://, nbds://, nbd+unix://, nbds+unix://
+  std::string group = "default";
+  unsigned weight = 1;         // round-robin share, 1..1000
+  unsigned max_inflight = 64;  // busy cap: requests in flight on this path, 1..4096
+  double throughput = 1.0;     // relative throughput for service-time, > 0
+  int line = 0;                // 1-based source line, 0 when not from a file
+};
+
+struct Group {
+  std::string name;
+  int priority = 0;  // higher wins
+};
+
+struct Selector {
+  SelectorKind kind = SelectorKind::ServiceTime;
+};
+
+struct Timeouts {
+  Duration attempt{2000};   // one attempt on one path
+  Duration request{30000};  // overall deadline of a client request, >= attempt
+  Duration connect{5000};   // connect + handshake + probe of one path
+};
+
+struct Failover {
+  unsigned max_retries = 8;  // further attempts after the first, 0..100
+  EioPolicy eio = EioPolicy::Failover;
+  Failback failback = Failback::Immediate;
+  Duration failback_delay{0};  // only with Failback::Delayed
+  Duration reconnect_min{100};  // back-off of a failed path's reconnects
+  Duration reconnect_max{5000};
+};
+
+struct NoPath {
+  NoPathPolicy policy = NoPathPolicy::Queue;
+  Duration max_time{30000};     // a queued request fails with EIO after this
+  unsigned max_requests = 4096;  // beyond this, new requests fail with EIO at once
+};
+
+struct Checker {
+  Duration interval{1000};  // idle paths are probed this often
+};
+
+struct Durability {
+  // True when all paths reach one coherent cache (one file on one host, or one
+  // array): a flush on any live path then covers writes carried by a path that
+  // has since died. False: such a flush fails with EIO.
+  bool shared_cache = false;
+};
+
+struct StaleWrites {
+  std::uint64_t max_bytes = 64ull << 20;  // memory for newer data over unresolved abandoned writes
+};
+
+struct Config {
+  std::vector<Path> paths;
+  std::vector<Group> groups;  // every group a path names exists here
+  Selector selector;
+  Timeouts timeouts;
+  Failover failover;
+  NoPath no_path;
+  Checker checker;
+  Durability durability;
+  StaleWrites stale_writes;
+  std::string source;  // file name, or "command line"
+};
+
+// Either a Config or an error sentence ("disk.yaml:12:5: ...").
+struct LoadResult {
+  std::optional<Config> config;
+  std::string error;
+  explicit operator bool() const { return config.has_value(); }
+};
+
+// Reads and validates a YAML file.
+LoadResult load_file(const std::string& filename);
+// Parses YAML text; `name` stands in for the file name in messages.
+LoadResult load_string(const std::string& text, const std::string& name);
+
+// The quick form: nbdkit multipath path=URI [path=URI ...] [key=value ...].
+// Keys: path, selector, timeout, request-timeout, connect-timeout, no-path,
+// retries, shared-cache. Unknown keys are refused.
+struct QuickArgs {
+  std::vector<std::string> paths;
+  std::vector<std::pair<std::string, std::string>> options;
+};
+LoadResult from_quick_args(const QuickArgs& args);
+
+// Checks a URI's form for a path ("nbd://host[:port][/export]",
+// "nbd+unix:///export?socket=/path", ...). Returns "" when good, else a sentence.
+std::string check_uri(const std::string& uri);
+
+// Parses "250ms", "5s", "1.5s", "2m". Returns nullopt on bad input.
+std::optional<Duration> parse_duration(const std::string& text);
+
+const char* to_string(SelectorKind k);
+
+}  // namespace mp::config

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian bookworm packages nbd-multipath builds and tests with.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config clang-format
+  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
+  libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
+  fio procps util-linux
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

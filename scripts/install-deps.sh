@@ -7,7 +7,7 @@ pkgs=(
   build-essential cmake pkg-config clang-format
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
-  fio procps util-linux
+  python3-libnbd fio procps util-linux
 )
 missing=()
 for p in "${pkgs[@]}"; do

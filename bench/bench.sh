@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Benchmark of the multipath plugin against the upstream itself and against
+# nbdkit's own nbd plugin, with fio (ioengine=nbd).  See bench/README.md.
+#
+#   bench/bench.sh                                  # all targets, 3 rounds
+#   TARGETS="direct nbdplugin" bench/bench.sh       # without the plugin
+#   ROUNDS=5 RUNTIME=10 BENCH_OUT=/tmp/res bench/bench.sh
+#
+# Environment:
+#   MP_PLUGIN  plugin .so (default: <repo>/build/nbdkit-multipath-plugin.so)
+#   TARGETS    subset of "direct nbdplugin mp1 mp2" (default: all)
+#   WORKLOADS  subset of "rr4k-qd1 rr4k-qd32 seq1m-qd8" (default: all)
+#   ROUNDS     rounds; each round runs every workload on every target (3)
+#   RUNTIME    measured seconds per fio job (5)
+#   RAMP       warm-up seconds per fio job, not measured (1)
+#   BACKEND    file (a file on tmpfs, default) | memory (nbdkit memory plugin)
+#   SIZE       size of the disk (1G)
+#   MP_ARGS    extra plugin arguments for mp1 and mp2 (e.g. "selector=...")
+#   BENCH_OUT  directory to keep raw.csv, summary.md and the fio JSON in
+#   CHECK=1    exit 1 when a ratio misses its target
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export MP_SOURCE=${MP_SOURCE:-$(cd "$here/.." && pwd)}
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+case ${1:-} in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+ROUNDS=${ROUNDS:-3}
+RUNTIME=${RUNTIME:-5}
+RAMP=${RAMP:-1}
+TARGETS=${TARGETS:-direct nbdplugin mp1 mp2}
+WORKLOADS=${WORKLOADS:-rr4k-qd1 rr4k-qd32 seq1m-qd8}
+BACKEND=${BACKEND:-file}
+SIZE=${SIZE:-1G}
+MP_ARGS=${MP_ARGS:-}
+BENCH_OUT=${BENCH_OUT:-}
+CHECK=${CHECK:-}
+
+# The test helpers bring the server life cycle (Unix sockets in a mktemp -d
+# directory, readiness polling, cleanup of every server on any exit) and the
+# fio wrappers.
+MP_TEST_NAME=bench
+# shellcheck source-path=SCRIPTDIR source=../tests/integration/functions.sh
+source "$MP_SOURCE/tests/integration/functions.sh"
+mp_init
+mp_require fio
+_mp_require_python
+
+die() { fail "$*"; }
+
+# ---------------------------------------------------------- validation ----
+read -r -a targets <<<"$TARGETS"
+read -r -a workloads <<<"$WORKLOADS"
+read -r -a mp_args <<<"$MP_ARGS"
+((${#targets[@]})) || die "TARGETS is empty"
+((${#workloads[@]})) || die "WORKLOADS is empty"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "RUNTIME must be a positive integer (seconds)"
+[[ $RAMP =~ ^[0-9]+$ ]] || die "RAMP must be an integer (seconds)"
+need_mp= need_u2=
+for t in "${targets[@]}"; do
+  case $t in
+    direct | nbdplugin) ;;
+    mp1) need_mp=1 ;;
+    mp2) need_mp=1 need_u2=1 ;;
+    *) die "unknown target '$t' (direct nbdplugin mp1 mp2)" ;;
+  esac
+done
+if [[ -n $need_mp && ! -e $MP_PLUGIN ]]; then
+  die "plugin not found: $MP_PLUGIN (build it, set MP_PLUGIN, or run TARGETS=\"direct nbdplugin\")"
+fi
+
+# Workload -> fio arguments.  One job, one NBD connection; the queue depth
+# is the number of requests fio keeps in flight on it.
+workload_args() {
+  case $1 in
+    rr4k-qd1) wl_args=(--rw=randread --bs=4k --iodepth=1) wl_metric=iops ;;
+    rr4k-qd32) wl_args=(--rw=randread --bs=4k --iodepth=32) wl_metric=iops ;;
+    seq1m-qd8) wl_args=(--rw=read --bs=1m --iodepth=8) wl_metric=mibs ;;
+    *) return 1 ;;
+  esac
+}
+for w in "${workloads[@]}"; do
+  workload_args "$w" || die "unknown workload '$w' (rr4k-qd1 rr4k-qd32 seq1m-qd8)"
+done
+
+# ------------------------------------------------------------- servers ----
+# Upstreams.  The file backend puts one image on tmpfs and serves it with
+# two nbdkit file servers (u1, u2), so that mp2's two paths lead to the same
+# data, as two paths to one disk should, and every target pays the same
+# backend cost.  The memory backend is one RAM disk per server: mp2's second
+# path then has other data, which is fine for a read benchmark only.
+case $BACKEND in
+  file)
+    shm=/dev/shm
+    [[ -d $shm && -w $shm ]] || { mp_log "no writable /dev/shm: image in $MP_TMP"; shm=$MP_TMP; }
+    imgdir=$(mktemp -d "$shm/mp-bench.XXXXXX")
+    mp_on_cleanup rm -rf "$imgdir"
+    make_image "$imgdir/disk.img" "$SIZE"
+    start_upstream u1 file "$imgdir/disk.img"
+    [[ -n $need_u2 ]] && start_upstream u2 file "$imgdir/disk.img"
+    ;;
+  memory)
+    start_upstream u1 memory "$SIZE"
+    [[ -n $need_u2 ]] && start_upstream u2 memory "$SIZE"
+    ;;
+  *) die "BACKEND must be file or memory" ;;
+esac
+
+# Fill the disk with fio's (non-zero, incompressible) data so that reads hit
+# allocated pages, not holes.
+prefill() {
+  run_fio "$(upstream_uri "$1")" --rw=write --bs=1m --iodepth=8 --size=100% ||
+    die "prefill of $1 failed"
+}
+prefill u1
+[[ -n $need_u2 && $BACKEND == memory ]] && prefill u2
+
+declare -A uri=()
+for t in "${targets[@]}"; do
+  case $t in
+    direct) uri[$t]=$(upstream_uri u1) ;;
+    nbdplugin)
+      # nbdkit's nbd plugin: one upstream connection per client connection.
+      start_upstream nbdplugin nbd socket="$(server_sock u1)"
+      uri[$t]=$(upstream_uri nbdplugin)
+      ;;
+    mp1)
+      start_multipath mp1 "path=$(upstream_uri u1)" "${mp_args[@]}"
+      uri[$t]=$(mp_uri mp1)
+      ;;
+    mp2)
+      start_multipath mp2 "path=$(upstream_uri u1)" "path=$(upstream_uri u2)" "${mp_args[@]}"
+      uri[$t]=$(mp_uri mp2)
+      ;;
+  esac
+done
+
+# ---------------------------------------------------------------- runs ----
+raw=$MP_TMP/raw.csv
+echo "round,target,workload,iops,mibs" >"$raw"
+
+{
+  echo "# nbd-multipath bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "machine: $(nproc) cores, $(uname -r), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "tools: $(nbdkit --version | head -n 1), $(fio --version), $(nbdinfo --version | sed -n 2p)"
+  echo "plugin: $([[ -n $need_mp ]] && echo "$MP_PLUGIN ($(git -C "$MP_SOURCE" rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo "not used")"
+  echo "backend: $BACKEND $SIZE; rounds: $ROUNDS; per job: ${RAMP}s ramp + ${RUNTIME}s measured"
+  echo "targets: ${targets[*]}; workloads: ${workloads[*]}${MP_ARGS:+; MP_ARGS: $MP_ARGS}"
+} >"$MP_TMP/header.txt"
+cat "$MP_TMP/header.txt" >&2
+
+n=${#targets[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+  # Rotate the target order each round, so that no target always runs
+  # right after the same neighbour (page cache, CPU frequency, other load).
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${targets[(i + r - 1) % n]}"); done
+  for w in "${workloads[@]}"; do
+    workload_args "$w"
+    for t in "${order[@]}"; do
+      MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "${uri[$t]}" "${wl_args[@]}" \
+        --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" \
+        --norandommap --randrepeat=0 ||
+        die "fio failed: round $r, $t, $w"
+      errs=$(fio_errors)
+      ((errs == 0)) || die "$errs I/O errors: round $r, $t, $w"
+      iops=$(fio_iops)
+      mibs=$(fio_bw_mib)
+      echo "$r,$t,$w,$iops,$mibs" >>"$raw"
+      printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$r" "$ROUNDS" "$t" "$w" "$iops" "$mibs" >&2
+    done
+  done
+done
+
+# ------------------------------------------------------------- summary ----
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$MP_TMP/header.txt"
+st=0
+"$MP_PYTHON" - "$raw" "$MP_TMP/summary.md" "$MP_TMP/header.txt" <<'EOF' || st=$?
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+targets, workloads = [], []
+for r in rows:
+    if r["target"] not in targets: targets.append(r["target"])
+    if r["workload"] not in workloads: workloads.append(r["workload"])
+label = {"rr4k-qd1": ("4K random read QD1", "iops", "IOPS"),
+         "rr4k-qd32": ("4K random read QD32", "iops", "IOPS"),
+         "seq1m-qd8": ("1M sequential read QD8", "mibs", "MiB/s")}
+med = {}
+out = [open(sys.argv[3]).read().rstrip("\n"), ""]
+out.append("Median over rounds (spread = (max-min)/2 as % of the median):")
+out.append("")
+out.append("| workload | metric | " + " | ".join(targets) + " |")
+out.append("|---|---|" + "---|" * len(targets))
+for w in workloads:
+    name, key, unit = label[w]
+    cells = []
+    for t in targets:
+        v = [float(r[key]) for r in rows if r["target"] == t and r["workload"] == w]
+        m = statistics.median(v)
+        med[t, w] = m
+        spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
+        cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
+    out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
+checks = [("QD32 4K", "rr4k-qd32", "nbdplugin", 1.5),
+          ("QD1 4K", "rr4k-qd1", "nbdplugin", 1.0),
+          ("1M seq", "seq1m-qd8", "direct", 0.8)]
+out += ["", "| ratio | value | target | verdict |", "|---|---|---|---|"]
+missed = 0
+for mp in ("mp1", "mp2"):
+    for name, w, base, goal in checks:
+        a, b = med.get((mp, w)), med.get((base, w))
+        if a is None or b is None or not b:
+            out.append(f"| {name} {mp}/{base} | n/a | ≥ {goal} | not measured |")
+            continue
+        ok = a / b >= goal
+        missed += not ok
+        out.append(f"| {name} {mp}/{base} | {a / b:.2f} | ≥ {goal} | {'met' if ok else 'MISSED'} |")
+# Context: what the nbd plugin costs against the upstream itself.
+for name, w, _, _ in checks:
+    a, b = med.get(("nbdplugin", w)), med.get(("direct", w))
+    if a is not None and b:
+        out.append(f"| {name} nbdplugin/direct | {a / b:.2f} | (reference) | |")
+text = "\n".join(out) + "\n"
+open(sys.argv[2], "w").write(text)
+print(text, end="")
+sys.exit(3 if missed else 0)
+EOF
+((st == 0 || st == 3)) || die "summary failed (status $st)"
+if [[ -n $BENCH_OUT ]]; then
+  mkdir -p "$BENCH_OUT"
+  cp "$raw" "$MP_TMP/summary.md" "$BENCH_OUT/"
+  mkdir -p "$BENCH_OUT/fio"
+  cp "$MP_TMP"/r*-*.json "$BENCH_OUT/fio/"
+  mp_log "results kept in $BENCH_OUT"
+fi
+if [[ -n $CHECK ]] && ((st == 3)); then
+  fail "a ratio missed its target"
+fi

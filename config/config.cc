@@ -1,0 +1,1035 @@
+// Loads and validates nbd-multipath's configuration from YAML or the quick command-line form.
+#include "config/config.h"
+
+#include <uriparser/Uri.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+namespace mp::config {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Text helpers
+
+// Quotes user text for a message: 'text', with control bytes escaped and long
+// text shortened so one bad value cannot flood the log.
+std::string quoted(std::string_view s) {
+  constexpr std::size_t kMax = 80;
+  std::string out = "'";
+  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > kMax) out += "...";
+  out += "'";
+  return out;
+}
+
+// "a, b or c"
+std::string join_or(const std::vector<std::string>& items) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += (i + 1 == items.size()) ? " or " : ", ";
+    out += items[i];
+  }
+  return out;
+}
+
+std::string join_comma(const std::vector<std::string>& items) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += items[i];
+  }
+  return out;
+}
+
+// Optimal string alignment distance (Levenshtein plus adjacent transposition),
+// so "wieght" is one edit from "weight".
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The candidate closest to `word` if it is within two edits, else "".
+std::string closest(std::string_view word, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_d = 3;
+  for (const auto& c : candidates) {
+    std::size_t d = edit_distance(word, c);
+    if (d < best_d) {
+      best_d = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
+std::string suggestion(std::string_view word, const std::vector<std::string>& candidates) {
+  std::string c = closest(word, candidates);
+  return c.empty() ? std::string() : " (did you mean '" + c + "'?)";
+}
+
+// Prints a duration in the largest unit that divides it exactly: 90000 -> "90s".
+std::string format_duration(Duration d) {
+  auto ms = d.count();
+  if (ms != 0 && ms % 60000 == 0) return std::to_string(ms / 60000) + "m";
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+std::string format_bytes(std::uint64_t b) {
+  if (b != 0 && b % (1ull << 30) == 0) return std::to_string(b >> 30) + "GiB";
+  if (b != 0 && b % (1ull << 20) == 0) return std::to_string(b >> 20) + "MiB";
+  if (b != 0 && b % (1ull << 10) == 0) return std::to_string(b >> 10) + "KiB";
+  return std::to_string(b);
+}
+
+// ---------------------------------------------------------------------------
+// Scalar parsers shared by the YAML file and the quick form. Each converter
+// returns "" on success or one sentence naming `what` and the fix.
+
+constexpr const char* kDurationExample = "a duration such as 250ms, 5s, 1.5s or 2m";
+// Longest accepted duration: one year. Callers add durations to clock time
+// points; this keeps every sum far from overflow.
+constexpr Duration kMaxDuration{365ll * 24 * 3600 * 1000};
+
+enum class DurationError { None, Syntax, NoUnit, Negative, TooLong, SubMillisecond };
+
+DurationError parse_duration_detail(std::string_view text, Duration& out) {
+  bool negative = !text.empty() && text.front() == '-';
+  if (negative) text.remove_prefix(1);
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::size_t i = 0;
+  while (i < text.size() && is_digit(text[i])) ++i;
+  std::string_view int_part = text.substr(0, i), frac_part;
+  if (i < text.size() && text[i] == '.') {
+    std::size_t start = ++i;
+    while (i < text.size() && is_digit(text[i])) ++i;
+    frac_part = text.substr(start, i - start);
+    if (frac_part.empty()) return DurationError::Syntax;
+  }
+  if (int_part.empty()) return DurationError::Syntax;
+  std::string_view unit = text.substr(i);
+  unsigned __int128 unit_ms;
+  if (unit == "ms")
+    unit_ms = 1;
+  else if (unit == "s")
+    unit_ms = 1000;
+  else if (unit == "m")
+    unit_ms = 60000;
+  else if (unit.empty())
+    return DurationError::NoUnit;
+  else
+    return DurationError::Syntax;
+
+  // Leading zeros of the integer part and trailing zeros of the fraction
+  // change nothing.
+  while (int_part.size() > 1 && int_part.front() == '0') int_part.remove_prefix(1);
+  while (!frac_part.empty() && frac_part.back() == '0') frac_part.remove_suffix(1);
+  if (negative) {
+    if (int_part == "0" && frac_part.empty()) {
+      out = Duration{0};
+      return DurationError::None;
+    }
+    return DurationError::Negative;
+  }
+  const auto max = static_cast<unsigned __int128>(kMaxDuration.count());
+  if (int_part.size() > 15) return DurationError::TooLong;  // > 10^15 ms whatever the unit
+  unsigned __int128 whole = 0;
+  for (char c : int_part) whole = whole * 10 + static_cast<unsigned>(c - '0');
+  if (whole * unit_ms > max) return DurationError::TooLong;
+  // A nonzero digit six or more places after the point is never a whole
+  // number of milliseconds, whatever the unit (60000 = 2^5 * 3 * 5^4).
+  if (frac_part.size() > 6) return DurationError::SubMillisecond;
+  unsigned __int128 scale = 1, number = whole;
+  for (char c : frac_part) {
+    number = number * 10 + static_cast<unsigned>(c - '0');
+    scale *= 10;
+  }
+  unsigned __int128 total = number * unit_ms;
+  if (total / scale > max) return DurationError::TooLong;
+  if (total % scale != 0) return DurationError::SubMillisecond;
+  out = Duration{static_cast<Duration::rep>(total / scale)};
+  return DurationError::None;
+}
+
+std::string conv_duration(const std::string& what, const std::string& text, Duration min,
+                          Duration& out) {
+  Duration d{0};
+  switch (parse_duration_detail(text, d)) {
+    case DurationError::None:
+      break;
+    case DurationError::Syntax:
+      return what + " must be " + kDurationExample + ", not " + quoted(text);
+    case DurationError::NoUnit:
+      return what + " " + quoted(text) + " has no unit: units are required, write it as " + text +
+             "s or " + text + "ms";
+    case DurationError::Negative:
+      return what + " " + quoted(text) + " is negative: use " + kDurationExample;
+    case DurationError::TooLong:
+      return what + " " + quoted(text) + " is too long: the longest accepted duration is " +
+             format_duration(kMaxDuration) + " (one year)";
+    case DurationError::SubMillisecond:
+      return what + " " + quoted(text) +
+             " is not a whole number of milliseconds: round it to whole milliseconds";
+  }
+  if (d < min) return what + " must be at least " + format_duration(min) + ", not " + quoted(text);
+  out = d;
+  return "";
+}
+
+// Strict decimal integer: optional '-', digits, nothing else.
+bool parse_integer(std::string_view text, long long& out, bool& overflow) {
+  overflow = false;
+  if (text.empty()) return false;
+  std::size_t start = text.front() == '-' ? 1 : 0;
+  if (start == text.size()) return false;
+  for (std::size_t i = start; i < text.size(); ++i)
+    if (text[i] < '0' || text[i] > '9') return false;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  if (ec == std::errc::result_out_of_range) {
+    overflow = true;
+    return true;
+  }
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+std::string conv_integer(const std::string& what, const std::string& text, long long lo,
+                         long long hi, long long& out) {
+  long long v = 0;
+  bool overflow = false;
+  if (!parse_integer(text, v, overflow)) return what + " must be an integer, not " + quoted(text);
+  if (overflow || v < lo || v > hi)
+    return what + " must be from " + std::to_string(lo) + " to " + std::to_string(hi) + ", not " +
+           quoted(text);
+  out = v;
+  return "";
+}
+
+template <class T>
+std::string conv_int_as(const std::string& what, const std::string& text, long long lo,
+                        long long hi, T& out) {
+  long long v = 0;
+  std::string err = conv_integer(what, text, lo, hi, v);
+  if (err.empty()) out = static_cast<T>(v);
+  return err;
+}
+
+std::string conv_positive_number(const std::string& what, const std::string& text, double& out) {
+  double v = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, v);
+  // from_chars also reads "inf" and "nan"; neither is a throughput.
+  if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(v))
+    return what + " must be a number, not " + quoted(text);
+  if (!(v > 0)) return what + " must be greater than 0, not " + quoted(text);
+  out = v;
+  return "";
+}
+
+std::string conv_bytes(const std::string& what, const std::string& text, std::uint64_t min,
+                       std::uint64_t& out) {
+  static const std::pair<std::string_view, unsigned> kSuffixes[] = {
+      {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"K", 10}, {"M", 20}, {"G", 30}};
+  std::string_view digits = text;
+  unsigned shift = 0;
+  for (const auto& [suffix, s] : kSuffixes) {
+    if (digits.size() > suffix.size() && digits.ends_with(suffix)) {
+      digits.remove_suffix(suffix.size());
+      shift = s;
+      break;
+    }
+  }
+  const std::string bad =
+      what + " must be a byte count such as 67108864, 64MiB or 1GiB, not " + quoted(text);
+  if (digits.empty() ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return bad;
+  std::uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  if (ec == std::errc::result_out_of_range || (shift && v > (~0ull >> shift)))
+    return what + " " + quoted(text) + " is too large: it must fit in 64 bits";
+  if (ec != std::errc() || ptr != digits.data() + digits.size()) return bad;
+  v <<= shift;
+  if (v < min)
+    return what + " must be at least " + format_bytes(min) + " (" + std::to_string(min) +
+           " bytes), not " + quoted(text);
+  out = v;
+  return "";
+}
+
+std::string conv_bool(const std::string& what, const std::string& text, bool& out) {
+  static const std::pair<std::string_view, bool> kWords[] = {
+      {"true", true},   {"yes", true}, {"on", true},   {"1", true},
+      {"false", false}, {"no", false}, {"off", false}, {"0", false}};
+  std::string lower = text;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const auto& [word, value] : kWords) {
+    if (lower == word) {
+      out = value;
+      return "";
+    }
+  }
+  return what + " must be true or false, not " + quoted(text);
+}
+
+template <class E>
+using Choices = std::initializer_list<std::pair<const char*, E>>;
+
+template <class E>
+std::vector<std::string> choice_names(Choices<E> choices) {
+  std::vector<std::string> names;
+  for (const auto& c : choices) names.emplace_back(c.first);
+  return names;
+}
+
+template <class E>
+std::string conv_enum(const std::string& what, const std::string& text, Choices<E> choices,
+                      E& out) {
+  for (const auto& [name, value] : choices) {
+    if (text == name) {
+      out = value;
+      return "";
+    }
+  }
+  auto names = choice_names(choices);
+  return what + " must be " + join_or(names) + ", not " + quoted(text) + suggestion(text, names);
+}
+
+const Choices<SelectorKind> kSelectors = {{"round-robin", SelectorKind::RoundRobin},
+                                          {"queue-length", SelectorKind::QueueLength},
+                                          {"service-time", SelectorKind::ServiceTime}};
+const Choices<NoPathPolicy> kNoPathPolicies = {{"queue", NoPathPolicy::Queue},
+                                               {"fail", NoPathPolicy::Fail}};
+const Choices<EioPolicy> kEioPolicies = {{"failover", EioPolicy::Failover},
+                                         {"return", EioPolicy::Return}};
+
+// Names of paths and groups end up in logs and metrics: no blanks, no control bytes.
+std::string check_name(const std::string& what, const std::string& name) {
+  if (name.empty()) return what + " is empty: give it a name such as 'a'";
+  if (name.size() > 64)
+    return what + " " + quoted(name) + " is longer than 64 characters: shorten it";
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c == 0x7f)
+      return what + " " + quoted(name) +
+             " contains a blank or control character: use letters, "
+             "digits, '-', '_' or '.'";
+  }
+  return "";
+}
+
+// Cross-field rules shared by the file and the quick form.
+std::string request_shorter_message(const Timeouts& t, const std::string& request_name,
+                                    const std::string& attempt_name) {
+  return request_name + " (" + format_duration(t.request) + ") is shorter than " + attempt_name +
+         " (" + format_duration(t.attempt) + "): make " + request_name + " at least as long as " +
+         attempt_name;
+}
+
+// ---------------------------------------------------------------------------
+// URI checks (liburiparser does the parsing)
+
+struct UriView {
+  const std::string* text;
+  std::string scheme;
+  bool has_host = false;  // an authority with a non-empty host
+  std::string host;
+  bool has_port = false;  // ":" after the host, even if empty
+  std::string port;
+  bool has_userinfo = false;
+  bool has_fragment = false;
+  std::string query;
+  bool has_query = false;
+};
+
+struct SchemeRule;
+using SchemeCheck = std::string (*)(const UriView&, const SchemeRule&);
+
+// One row per accepted scheme. Adding a transport means adding a row (and a
+// check function if none of the existing ones fits).
+struct SchemeRule {
+  const char* scheme;
+  const char* form;  // shown in messages
+  SchemeCheck check;
+};
+
+std::string range(const UriTextRangeA& r) {
+  if (r.first == nullptr || r.afterLast == nullptr) return {};
+  return std::string(r.first, r.afterLast);
+}
+
+bool present(const UriTextRangeA& r) {
+  return r.first != nullptr;
+}
+
+// The query's key=value pairs, percent-decoded by liburiparser.
+bool dissect_query(const std::string& query,
+                   std::vector<std::pair<std::string, std::optional<std::string>>>& out) {
+  UriQueryListA* list = nullptr;
+  int count = 0;
+  if (uriDissectQueryMallocA(&list, &count, query.data(), query.data() + query.size()) !=
+      URI_SUCCESS)
+    return false;
+  for (UriQueryListA* q = list; q != nullptr; q = q->next)
+    out.emplace_back(q->key ? q->key : "",
+                     q->value ? std::optional<std::string>(q->value) : std::nullopt);
+  uriFreeQueryListA(list);
+  return true;
+}
+
+std::string check_port(const UriView& u, const SchemeRule& rule) {
+  if (!u.has_port) return "";
+  long long port = 0;
+  bool overflow = false;
+  if (u.port.empty() || !parse_integer(u.port, port, overflow) || overflow || port < 1 ||
+      port > 65535)
+    return "port " + quoted(u.port) + " in " + quoted(*u.text) +
+           " is not a port number: use a port from 1 to 65535, as in " + rule.form;
+  return "";
+}
+
+std::string check_tcp(const UriView& u, const SchemeRule& rule) {
+  if (!u.has_host) return quoted(*u.text) + " has no host: use " + rule.form;
+  if (auto err = check_port(u, rule); !err.empty()) return err;
+  if (u.has_query) {
+    std::vector<std::pair<std::string, std::optional<std::string>>> items;
+    if (!dissect_query(u.query, items))
+      return "the query of " + quoted(*u.text) + " cannot be parsed: use " + rule.form;
+    for (const auto& [key, value] : items) {
+      if (key == "socket")
+        return quoted(*u.text) + " has socket= but " + rule.scheme +
+               ":// connects over TCP: for a Unix socket use " + rule.scheme +
+               "+unix:///[EXPORT]?socket=PATH";
+    }
+  }
+  return "";
+}
+
+std::string check_unix(const UriView& u, const SchemeRule& rule) {
+  if (u.has_host || u.has_port || u.has_userinfo)
+    return quoted(*u.text) + " names a host or port, but " + rule.scheme + " URIs take none: use " +
+           rule.form;
+  std::vector<std::pair<std::string, std::optional<std::string>>> items;
+  if (u.has_query && !dissect_query(u.query, items))
+    return "the query of " + quoted(*u.text) + " cannot be parsed: use " + rule.form;
+  std::optional<std::string> socket;
+  for (const auto& [key, value] : items) {
+    if (key != "socket") continue;
+    if (socket)
+      return quoted(*u.text) + " has socket= twice: give one socket=PATH, as in " + rule.form;
+    socket = value.value_or("");
+  }
+  if (!socket) return quoted(*u.text) + " has no socket= in its query: add one, as in " + rule.form;
+  if (socket->empty() || socket->front() != '/')
+    return "socket path " + quoted(*socket) + " in " + quoted(*u.text) +
+           " is not absolute: use socket=/absolute/path, as in " + rule.form;
+  return "";
+}
+
+constexpr SchemeRule kSchemes[] = {
+    {"nbd", "nbd://HOST[:PORT][/EXPORT]", check_tcp},
+    {"nbds", "nbds://HOST[:PORT][/EXPORT]", check_tcp},
+    {"nbd+unix", "nbd+unix:///[EXPORT]?socket=PATH", check_unix},
+    {"nbds+unix", "nbds+unix:///[EXPORT]?socket=PATH", check_unix},
+};
+
+std::string uri_forms() {
+  std::vector<std::string> forms;
+  for (const auto& r : kSchemes) forms.emplace_back(r.form);
+  return join_or(forms);
+}
+
+// ---------------------------------------------------------------------------
+// YAML walking
+
+// Thrown inside the loader; load_string turns it into "FILE:LINE:COL: message".
+struct Failure {
+  YAML::Mark mark;
+  std::string message;
+};
+
+[[noreturn]] void fail(const YAML::Node& at, std::string message) {
+  throw Failure{at.Mark(), std::move(message)};
+}
+
+int line_of(const YAML::Mark& m) {
+  return m.line >= 0 ? m.line + 1 : 1;
+}
+int column_of(const YAML::Mark& m) {
+  return m.column >= 0 ? m.column + 1 : 1;
+}
+
+std::string describe(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar:
+      return quoted(n.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "empty";
+  }
+}
+
+// A YAML mapping whose keys were checked against the keys it may hold.
+class Mapping {
+ public:
+  Mapping(const YAML::Node& node, const std::string& what, const std::string& where,
+          std::initializer_list<const char*> allowed)
+      : node_(node) {
+    if (node.IsNull()) return;  // "timeouts:" with nothing under it
+    if (!node.IsMap())
+      fail(node, what + " must be a mapping of " + join_or({allowed.begin(), allowed.end()}) +
+                     ", not " + describe(node));
+    std::vector<std::string> names(allowed.begin(), allowed.end());
+    for (const auto& kv : node) {
+      const YAML::Node& key = kv.first;
+      if (!key.IsScalar())
+        fail(key,
+             "a key in " + where + " is " + describe(key) + ": use one of " + join_comma(names));
+      const std::string& k = key.Scalar();
+      if (std::find(names.begin(), names.end(), k) == names.end())
+        fail(key, "unknown key " + quoted(k) + " in " + where + suggestion(k, names) +
+                      ": use one of " + join_comma(names));
+      for (const auto& e : entries_) {
+        if (e.key == k)
+          fail(key, "key " + quoted(k) + " appears twice in " + where + " (first on line " +
+                        std::to_string(line_of(e.key_node.Mark())) + "): keep only one");
+      }
+      entries_.push_back({k, key, kv.second});
+    }
+  }
+
+  const YAML::Node* find(std::string_view key) const {
+    for (const auto& e : entries_)
+      if (e.key == key) return &e.value;
+    return nullptr;
+  }
+  // The key node of a present key: errors about an empty value point here,
+  // since yaml-cpp marks an empty value where the next token starts.
+  const YAML::Node& key_node(std::string_view key) const {
+    for (const auto& e : entries_)
+      if (e.key == key) return e.key_node;
+    return node_;
+  }
+  const YAML::Node& node() const { return node_; }
+
+ private:
+  struct Entry {
+    std::string key;
+    YAML::Node key_node;
+    YAML::Node value;
+  };
+  YAML::Node node_;
+  std::vector<Entry> entries_;
+};
+
+// Text of a scalar value, or a failure saying what was expected instead.
+const std::string& scalar(const YAML::Node& v, const std::string& what,
+                          const std::string& expected) {
+  if (!v.IsScalar()) fail(v, what + " must be " + expected + ", not " + describe(v));
+  return v.Scalar();
+}
+
+// Reads m[key] with `conv` when present. `what` names the value in messages,
+// `expected` is used when the value is not a scalar at all.
+template <class Conv>
+const YAML::Node* read(const Mapping& m, const char* key, const std::string& what,
+                       const std::string& expected, Conv conv) {
+  const YAML::Node* v = m.find(key);
+  if (!v) return nullptr;
+  if (v->IsNull()) fail(m.key_node(key), what + " has no value: give " + expected);
+  std::string err = conv(what, scalar(*v, what, expected));
+  if (!err.empty()) fail(*v, err);
+  return v;
+}
+
+template <class T>
+const YAML::Node* read_int(const Mapping& m, const char* key, const std::string& what, long long lo,
+                           long long hi, T& out) {
+  return read(m, key, what, "an integer", [&](const std::string& w, const std::string& t) {
+    return conv_int_as(w, t, lo, hi, out);
+  });
+}
+
+const YAML::Node* read_duration(const Mapping& m, const char* key, const std::string& what,
+                                Duration min, Duration& out) {
+  return read(m, key, what, kDurationExample, [&](const std::string& w, const std::string& t) {
+    return conv_duration(w, t, min, out);
+  });
+}
+
+template <class E>
+const YAML::Node* read_enum(const Mapping& m, const char* key, const std::string& what,
+                            Choices<E> choices, E& out) {
+  return read(
+      m, key, what, join_or(choice_names(choices)),
+      [&](const std::string& w, const std::string& t) { return conv_enum(w, t, choices, out); });
+}
+
+const YAML::Node* read_name(const Mapping& m, const char* key, const std::string& what,
+                            std::string& out) {
+  return read(m, key, what, "a name", [&](const std::string& w, const std::string& t) {
+    std::string err = check_name(w, t);
+    if (err.empty()) out = t;
+    return err;
+  });
+}
+
+const std::initializer_list<const char*> kTopKeys = {"paths",    "groups",     "selector",
+                                                     "timeouts", "failover",   "no-path",
+                                                     "checker",  "durability", "stale-writes"};
+const std::initializer_list<const char*> kPathKeys = {"name",   "uri",          "group",
+                                                      "weight", "max-inflight", "throughput"};
+const std::initializer_list<const char*> kGroupKeys = {"name", "priority"};
+
+struct Declared {
+  Group group;
+  YAML::Node node;  // the name's value node, for messages
+  bool used = false;
+};
+
+void load_groups(const Mapping& top, std::vector<Declared>& declared) {
+  const YAML::Node* groups = top.find("groups");
+  if (!groups || groups->IsNull()) return;
+  if (!groups->IsSequence())
+    fail(*groups,
+         "groups must be a sequence of mappings with name and priority, not " + describe(*groups));
+  for (const auto& entry : *groups) {
+    if (!entry.IsMap())
+      fail(entry, "each group must be a mapping with name and priority, not " + describe(entry));
+    Mapping g(entry, "a group", "a group", kGroupKeys);
+    Declared d;
+    const YAML::Node* name = read_name(g, "name", "group name", d.group.name);
+    if (!name) fail(entry, "this group has no name: add 'name: NAME'");
+    read_int(g, "priority", "priority", -1000000, 1000000, d.group.priority);
+    for (const auto& other : declared) {
+      if (other.group.name == d.group.name)
+        fail(*name, "group name " + quoted(d.group.name) + " is used on lines " +
+                        std::to_string(line_of(other.node.Mark())) + " and " +
+                        std::to_string(line_of(name->Mark())) + ": give each group a unique name");
+    }
+    d.node = *name;
+    declared.push_back(std::move(d));
+  }
+}
+
+void load_paths(const Mapping& top, std::vector<Declared>& declared, Config& cfg) {
+  const YAML::Node* paths = top.find("paths");
+  if (!paths)
+    fail(top.node(), "paths: is missing: add a paths: sequence with at least one path with a uri");
+  if (paths->IsNull() || (paths->IsSequence() && paths->size() == 0))
+    fail(paths->IsNull() ? top.key_node("paths") : *paths,
+         "paths: is empty: add at least one path with a uri");
+  if (!paths->IsSequence())
+    fail(*paths, "paths must be a sequence of mappings, each with a uri, not " + describe(*paths));
+
+  std::vector<YAML::Node> name_nodes;  // where each path's name came from
+  bool default_declared = std::any_of(declared.begin(), declared.end(),
+                                      [](const Declared& d) { return d.group.name == "default"; });
+  bool default_used = false;
+  std::size_t index = 0;
+  for (const auto& entry : *paths) {
+    ++index;
+    if (entry.IsScalar())
+      fail(entry, "each path must be a mapping with a uri, not " + describe(entry) +
+                      ": write '- uri: " + entry.Scalar() + "'");
+    if (!entry.IsMap())
+      fail(entry, "each path must be a mapping with a uri, not " + describe(entry));
+    Mapping m(entry, "a path", "a path", kPathKeys);
+    Path p;
+    p.line = line_of(entry.Mark());
+    p.name = "path" + std::to_string(index);
+    const YAML::Node* name = read_name(m, "name", "path name", p.name);
+    const YAML::Node* uri =
+        read(m, "uri", "uri", "a URI", [&](const std::string&, const std::string& t) {
+          p.uri = t;
+          return check_uri(t);
+        });
+    if (!uri)
+      fail(name ? *name : entry, "path " + quoted(p.name) + " has no uri: add 'uri: " +
+                                     "nbd://HOST[:PORT][/EXPORT]' or another supported URI");
+    const YAML::Node* group = read_name(m, "group", "group", p.group);
+    read_int(m, "weight", "weight", 1, 1000, p.weight);
+    read_int(m, "max-inflight", "max-inflight", 1, 4096, p.max_inflight);
+    read(m, "throughput", "throughput", "a number",
+         [&](const std::string& w, const std::string& t) {
+           return conv_positive_number(w, t, p.throughput);
+         });
+
+    const YAML::Node& name_at = name ? *name : entry;
+    for (std::size_t i = 0; i < cfg.paths.size(); ++i) {
+      if (cfg.paths[i].name == p.name)
+        fail(name_at, "path name " + quoted(p.name) + " is used on lines " +
+                          std::to_string(line_of(name_nodes[i].Mark())) + " and " +
+                          std::to_string(line_of(name_at.Mark())) +
+                          ": give each path a unique name");
+    }
+
+    auto it = std::find_if(declared.begin(), declared.end(),
+                           [&](const Declared& d) { return d.group.name == p.group; });
+    if (it != declared.end()) {
+      it->used = true;
+    } else if (p.group == "default" && !default_declared) {
+      default_used = true;
+    } else {
+      std::vector<std::string> known;
+      for (const auto& d : declared) known.push_back(d.group.name);
+      if (!default_declared) known.emplace_back("default");
+      fail(group ? *group : entry, "unknown group " + quoted(p.group) + suggestion(p.group, known) +
+                                       ": declare it under groups: or use one of " +
+                                       join_comma(known));
+    }
+    name_nodes.push_back(name_at);
+    cfg.paths.push_back(std::move(p));
+  }
+
+  for (const auto& d : declared) {
+    if (!d.used)
+      fail(d.node,
+           "group " + quoted(d.group.name) + " has no paths: remove it or put a path in it");
+    cfg.groups.push_back(d.group);
+  }
+  if (default_used) cfg.groups.push_back(Group{"default", 0});
+}
+
+void load_sections(const Mapping& top, Config& cfg) {
+  read_enum(top, "selector", "selector", kSelectors, cfg.selector.kind);
+
+  if (const YAML::Node* n = top.find("timeouts")) {
+    Mapping m(*n, "timeouts", "timeouts:", {"attempt", "request", "connect"});
+    auto& t = cfg.timeouts;
+    const YAML::Node* attempt =
+        read_duration(m, "attempt", "timeouts.attempt", Duration{1}, t.attempt);
+    const YAML::Node* request =
+        read_duration(m, "request", "timeouts.request", Duration{1}, t.request);
+    read_duration(m, "connect", "timeouts.connect", Duration{1}, t.connect);
+    if (t.request < t.attempt)
+      fail(request   ? *request
+           : attempt ? *attempt
+                     : *n,
+           request_shorter_message(t, "timeouts.request", "timeouts.attempt"));
+  }
+
+  if (const YAML::Node* n = top.find("failover")) {
+    Mapping m(*n, "failover",
+              "failover:", {"retries", "eio", "failback", "reconnect-min", "reconnect-max"});
+    auto& f = cfg.failover;
+    read_int(m, "retries", "failover.retries", 0, 100, f.max_retries);
+    read_enum(m, "eio", "failover.eio", kEioPolicies, f.eio);
+    read(m, "failback", "failover.failback", "immediate, manual or a duration such as 30s",
+         [&](const std::string& w, const std::string& t) -> std::string {
+           if (t == "immediate") {
+             f.failback = Failback::Immediate;
+             f.failback_delay = Duration{0};
+             return "";
+           }
+           if (t == "manual") {
+             f.failback = Failback::Manual;
+             f.failback_delay = Duration{0};
+             return "";
+           }
+           Duration d{0};
+           DurationError e = parse_duration_detail(t, d);
+           if (e == DurationError::Syntax)
+             return w + " must be immediate, manual or a duration such as 30s, not " + quoted(t) +
+                    suggestion(t, {"immediate", "manual"});
+           std::string err = conv_duration(w, t, Duration{1}, d);
+           if (!err.empty()) return err;
+           f.failback = Failback::Delayed;
+           f.failback_delay = d;
+           return "";
+         });
+    const YAML::Node* lo =
+        read_duration(m, "reconnect-min", "failover.reconnect-min", Duration{1}, f.reconnect_min);
+    const YAML::Node* hi =
+        read_duration(m, "reconnect-max", "failover.reconnect-max", Duration{1}, f.reconnect_max);
+    if (f.reconnect_max < f.reconnect_min)
+      fail(hi   ? *hi
+           : lo ? *lo
+                : *n,
+           "failover.reconnect-max (" + format_duration(f.reconnect_max) +
+               ") is shorter than failover.reconnect-min (" + format_duration(f.reconnect_min) +
+               "): make reconnect-max at least as long as reconnect-min");
+  }
+
+  if (const YAML::Node* n = top.find("no-path")) {
+    Mapping m(*n, "no-path", "no-path:", {"policy", "max-time", "max-requests"});
+    read_enum(m, "policy", "no-path.policy", kNoPathPolicies, cfg.no_path.policy);
+    read_duration(m, "max-time", "no-path.max-time", Duration{1}, cfg.no_path.max_time);
+    read_int(m, "max-requests", "no-path.max-requests", 1, 1000000, cfg.no_path.max_requests);
+  }
+
+  if (const YAML::Node* n = top.find("checker")) {
+    Mapping m(*n, "checker", "checker:", {"interval"});
+    read_duration(m, "interval", "checker.interval", Duration{10}, cfg.checker.interval);
+  }
+
+  if (const YAML::Node* n = top.find("durability")) {
+    Mapping m(*n, "durability", "durability:", {"shared-cache"});
+    read(m, "shared-cache", "durability.shared-cache", "true or false",
+         [&](const std::string& w, const std::string& t) {
+           return conv_bool(w, t, cfg.durability.shared_cache);
+         });
+  }
+
+  if (const YAML::Node* n = top.find("stale-writes")) {
+    Mapping m(*n, "stale-writes", "stale-writes:", {"max-bytes"});
+    read(m, "max-bytes", "stale-writes.max-bytes", "a byte count such as 64MiB",
+         [&](const std::string& w, const std::string& t) {
+           return conv_bytes(w, t, 1ull << 20, cfg.stale_writes.max_bytes);
+         });
+  }
+}
+
+Config load_document(const YAML::Node& doc, const std::string& name) {
+  if (doc.IsNull())
+    fail(doc, "the file is empty: add a paths: sequence with at least one path with a uri");
+  if (!doc.IsMap())
+    fail(doc, "the top level must be a mapping with keys such as paths: and selector:, not " +
+                  describe(doc));
+  Mapping top(doc, "the top level", "the top level", kTopKeys);
+  Config cfg;
+  cfg.source = name;
+  std::vector<Declared> declared;
+  load_groups(top, declared);
+  load_paths(top, declared, cfg);
+  load_sections(top, cfg);
+  return cfg;
+}
+
+std::string at(const std::string& name, const YAML::Mark& m) {
+  return name + ":" + std::to_string(line_of(m)) + ":" + std::to_string(column_of(m)) + ": ";
+}
+
+// True if line `line` (0-based) or the one before it is indented with a tab,
+// the usual cause of yaml-cpp's less obvious syntax errors.
+bool tab_indented_near(const std::string& text, int line) {
+  int current = 0;
+  std::size_t pos = 0;
+  while (pos <= text.size() && current <= line) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    if (current >= line - 1) {
+      for (std::size_t i = pos; i < end && (text[i] == ' ' || text[i] == '\t'); ++i)
+        if (text[i] == '\t') return true;
+    }
+    pos = end + 1;
+    ++current;
+  }
+  return false;
+}
+
+LoadResult error_result(std::string message) {
+  LoadResult r;
+  r.error = std::move(message);
+  return r;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Public functions
+
+const char* to_string(SelectorKind k) {
+  switch (k) {
+    case SelectorKind::RoundRobin:
+      return "round-robin";
+    case SelectorKind::QueueLength:
+      return "queue-length";
+    case SelectorKind::ServiceTime:
+      return "service-time";
+  }
+  return "unknown";
+}
+
+std::optional<Duration> parse_duration(const std::string& text) {
+  Duration d{0};
+  if (parse_duration_detail(text, d) != DurationError::None) return std::nullopt;
+  return d;
+}
+
+std::string check_uri(const std::string& uri) {
+  try {
+    const std::string forms = uri_forms();
+    if (uri.empty()) return "the URI is empty: use " + forms;
+    if (uri.find('\0') != std::string::npos)
+      return quoted(uri) + " contains a NUL byte: use " + forms;
+    UriUriA parsed;
+    const char* error_pos = nullptr;
+    if (uriParseSingleUriA(&parsed, uri.c_str(), &error_pos) != URI_SUCCESS) {
+      std::size_t pos = error_pos ? static_cast<std::size_t>(error_pos - uri.c_str()) : 0;
+      return quoted(uri) + " is not a valid URI (error at character " + std::to_string(pos + 1) +
+             "): use " + forms;
+    }
+    std::unique_ptr<UriUriA, void (*)(UriUriA*)> guard(&parsed, uriFreeUriMembersA);
+    UriView u;
+    u.text = &uri;
+    u.scheme = range(parsed.scheme);
+    if (u.scheme.empty()) return quoted(uri) + " has no scheme: use " + forms;
+    u.host = range(parsed.hostText);
+    u.has_host =
+        !u.host.empty() || parsed.hostData.ip6 != nullptr || present(parsed.hostData.ipFuture);
+    u.has_port = present(parsed.portText);
+    u.port = range(parsed.portText);
+    u.has_userinfo = present(parsed.userInfo);
+    u.has_fragment = present(parsed.fragment);
+    u.has_query = present(parsed.query);
+    u.query = range(parsed.query);
+    for (const auto& rule : kSchemes) {
+      if (u.scheme != rule.scheme) continue;
+      if (u.has_fragment)
+        return quoted(uri) + " has a fragment ('#" + range(parsed.fragment) +
+               "'): remove it, as in " + rule.form;
+      return rule.check(u, rule);
+    }
+    return "unsupported scheme " + quoted(u.scheme) + " in " + quoted(uri) + ": use " + forms;
+  } catch (const std::exception& e) {
+    return std::string("cannot check the URI: ") + e.what();
+  }
+}
+
+LoadResult load_string(const std::string& text, const std::string& name) {
+  try {
+    std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1)
+      return error_result(at(name, docs[1].Mark()) + "the file holds " +
+                          std::to_string(docs.size()) +
+                          " YAML documents: keep one (remove the '---' separators)");
+    YAML::Node doc = docs.empty() ? YAML::Node() : docs[0];
+    LoadResult r;
+    r.config = load_document(doc, name);
+    return r;
+  } catch (const Failure& f) {
+    return error_result(at(name, f.mark) + f.message);
+  } catch (const YAML::ParserException& e) {
+    const char* fix = tab_indented_near(text, e.mark.line)
+                          ? "indent with spaces, not tabs"
+                          : "check the indentation, colons and quotes here";
+    return error_result(at(name, e.mark) + "YAML syntax error (" + e.msg + "): " + fix);
+  } catch (const YAML::Exception& e) {
+    return error_result(at(name, e.mark) + "cannot read the YAML (" + e.msg + ")");
+  } catch (const std::exception& e) {
+    return error_result(name + ": cannot load the configuration: " + e.what());
+  } catch (...) {
+    return error_result(name + ": cannot load the configuration");
+  }
+}
+
+LoadResult load_file(const std::string& filename) {
+  try {
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(filename.c_str(), "rb"), std::fclose);
+    if (!f) return error_result(filename + ": cannot read: " + std::strerror(errno));
+    std::string text;
+    char buf[8192];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) text.append(buf, n);
+    if (std::ferror(f.get()))
+      return error_result(filename + ": cannot read: " + std::strerror(errno));
+    return load_string(text, filename);
+  } catch (const std::exception& e) {
+    return error_result(filename + ": cannot read: " + e.what());
+  } catch (...) {
+    return error_result(filename + ": cannot read");
+  }
+}
+
+LoadResult from_quick_args(const QuickArgs& args) {
+  const std::string prefix = "command line: ";
+  try {
+    static const std::vector<std::string> kKeys = {"path",    "config",          "selector",
+                                                   "timeout", "request-timeout", "connect-timeout",
+                                                   "no-path", "retries",         "shared-cache"};
+    Config cfg;
+    cfg.source = "command line";
+    std::vector<std::string> uris = args.paths;
+    std::vector<std::string> seen;
+    for (const auto& [key, value] : args.options) {
+      std::string err;
+      if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end())
+        return error_result(prefix + "unknown parameter " + quoted(key) + suggestion(key, kKeys) +
+                            ": use one of " + join_comma(kKeys));
+      if (key == "path") {
+        uris.push_back(value);
+        continue;
+      }
+      if (key == "config")
+        return error_result(prefix +
+                            "config= cannot be combined with path= or other parameters: put "
+                            "every setting in the file");
+      if (std::find(seen.begin(), seen.end(), key) != seen.end())
+        return error_result(prefix + key + "= is given twice: give it once");
+      seen.push_back(key);
+      if (key == "selector")
+        err = conv_enum(key, value, kSelectors, cfg.selector.kind);
+      else if (key == "timeout")
+        err = conv_duration(key, value, Duration{1}, cfg.timeouts.attempt);
+      else if (key == "request-timeout")
+        err = conv_duration(key, value, Duration{1}, cfg.timeouts.request);
+      else if (key == "connect-timeout")
+        err = conv_duration(key, value, Duration{1}, cfg.timeouts.connect);
+      else if (key == "no-path")
+        err = conv_enum(key, value, kNoPathPolicies, cfg.no_path.policy);
+      else if (key == "retries")
+        err = conv_int_as(key, value, 0, 100, cfg.failover.max_retries);
+      else if (key == "shared-cache")
+        err = conv_bool(key, value, cfg.durability.shared_cache);
+      if (!err.empty()) return error_result(prefix + err);
+    }
+    if (uris.empty())
+      return error_result(prefix +
+                          "no paths given: add at least one path=URI, such as "
+                          "nbd+unix:///?socket=/run/a.sock");
+    for (std::size_t i = 0; i < uris.size(); ++i) {
+      if (std::string err = check_uri(uris[i]); !err.empty()) return error_result(prefix + err);
+      Path p;
+      p.name = "path" + std::to_string(i + 1);
+      p.uri = uris[i];
+      cfg.paths.push_back(std::move(p));
+    }
+    cfg.groups.push_back(Group{"default", 0});
+    if (cfg.timeouts.request < cfg.timeouts.attempt)
+      return error_result(prefix +
+                          request_shorter_message(cfg.timeouts, "request-timeout", "timeout"));
+    LoadResult r;
+    r.config = std::move(cfg);
+    return r;
+  } catch (const std::exception& e) {
+    return error_result(prefix + "cannot load the configuration: " + e.what());
+  } catch (...) {
+    return error_result(prefix + "cannot load the configuration");
+  }
+}
+
+}  // namespace mp::config

@@ -1,0 +1,842 @@
+// The multipath engine (see engine.h for the request flow).
+#include "server/engine.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <sstream>
+
+namespace mp {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+const char* to_string(Op op) {
+  switch (op) {
+    case Op::Read: return "read";
+    case Op::Write: return "write";
+    case Op::Flush: return "flush";
+    case Op::Trim: return "trim";
+    case Op::Zero: return "zero";
+    case Op::Cache: return "cache";
+  }
+  return "?";
+}
+
+const char* to_string(PathState s) {
+  switch (s) {
+    case PathState::Connecting: return "connecting";
+    case PathState::Probing: return "probing";
+    case PathState::Held: return "held";
+    case PathState::Active: return "active";
+    case PathState::Failed: return "failed";
+  }
+  return "?";
+}
+
+// ---- TimerQueue ----
+
+TimerQueue::Key TimerQueue::arm(Clock::time_point when, std::function<void()> fn) {
+  Key k{when, seq_++};
+  q_.emplace(k, std::move(fn));
+  return k;
+}
+
+void TimerQueue::cancel(Key& key) {
+  if (key.seq) q_.erase(key);
+  key = Key{};
+}
+
+void TimerQueue::run_due(Clock::time_point now) {
+  while (!q_.empty() && q_.begin()->first.when <= now) {
+    auto fn = std::move(q_.begin()->second);
+    q_.erase(q_.begin());
+    fn();
+  }
+}
+
+// ---- Request hand-off ----
+//
+// The loop stores `done` and wakes the futex; the worker may already have
+// seen `done`, returned and reused the memory, which makes the wake-up a
+// harmless spurious one for whoever waits there now (FACTS.md).
+
+void Request::wait() {
+  while (done.load(std::memory_order_acquire) == 0)
+    syscall(SYS_futex, &done, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+}
+
+static void wake(Request& r) {
+  r.done.store(1, std::memory_order_release);
+  syscall(SYS_futex, &r.done, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+// ---- Attempts and path slots ----
+
+// Attempt outcomes, per the design card: OK / TIMEOUT / CANCELLED / ERROR.
+enum class Outcome : std::uint8_t { Ok, Timeout, Cancelled, Error };
+
+// One command sent on one path for one request (or a probe: req == nullptr
+// and probe == true). Owned by the engine; freed when the path reports it
+// done, which for an abandoned attempt may be long after its request ended.
+struct Attempt final : CommandSink {
+  Engine* engine = nullptr;
+  PathSlot* slot = nullptr;
+  Request* req = nullptr;  // nullptr once abandoned, or for a probe
+  bool probe = false;
+  bool abandoned = false;
+  Command cmd;
+  std::shared_ptr<std::byte[]> buf;  // cmd.data points into it
+  Clock::time_point start{};
+  TimerQueue::Key timer;
+  std::uint64_t flush_gen = 0;   // flush: the path's write_gen when sent
+  std::uint64_t stale_id = 0;    // abandoned write: its tracker id
+  Attempt* prev = nullptr;       // in the slot's in-flight list, or the engine's abandoned list
+  Attempt* next = nullptr;
+
+  void command_done(PathResult result, int err) override {
+    engine->attempt_done(*this, result, err);
+  }
+};
+
+// Intrusive doubly-linked list helpers.
+static void link(Attempt*& head, Attempt* a) {
+  a->prev = nullptr;
+  a->next = head;
+  if (head) head->prev = a;
+  head = a;
+}
+static void unlink(Attempt*& head, Attempt* a) {
+  if (a->prev) a->prev->next = a->next;
+  else head = a->next;
+  if (a->next) a->next->prev = a->prev;
+  a->prev = a->next = nullptr;
+}
+
+struct PathSlot {
+  PathId id = 0;
+  config::Path cfg;
+  PathPtr path;
+  std::size_t group = 0;
+  PathState state = PathState::Connecting;
+  std::string reason;
+  Clock::time_point since{};     // of the current state
+  unsigned backoff_step = 0;
+  TimerQueue::Key timer;         // connect timeout, or reconnect back-off
+  Attempt* inflight = nullptr;   // live attempts on the current connection
+  unsigned inflight_count = 0;
+  bool probing = false;          // a probe attempt is in flight
+  Clock::time_point last_io{};
+  // Flush bookkeeping: write_gen counts acknowledged writes; flushed_gen is the
+  // write_gen covered by the last successful flush. Dirty while they differ.
+  std::uint64_t write_gen = 0;
+  std::uint64_t flushed_gen = 0;
+  PathStats stats;
+  bool dirty() const { return write_gen != flushed_gen; }
+};
+
+// ---- Construction ----
+
+Engine::Engine(config::Config cfg, Runtime& rt, const PathFactory& factory, PathCaps disk,
+               Options opts)
+    : cfg_(std::move(cfg)),
+      rt_(rt),
+      disk_(disk),
+      opts_(opts),
+      coherent_flush_(cfg_.durability.shared_cache || disk.can_multi_conn),
+      tracker_(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30)) {
+  std::vector<config::Group> gs = cfg_.groups;
+  std::stable_sort(gs.begin(), gs.end(),
+                   [](const auto& a, const auto& b) { return a.priority > b.priority; });
+  for (const auto& g : gs) groups_.push_back(Group{g.name, g.priority, make_selector(cfg_.selector.kind)});
+  for (const auto& pc : cfg_.paths) {
+    auto s = std::make_unique<PathSlot>();
+    s->id = static_cast<PathId>(slots_.size());
+    s->cfg = pc;
+    for (std::size_t i = 0; i < groups_.size(); i++)
+      if (groups_[i].name == pc.group) s->group = i;
+    s->path = factory(pc, *this);
+    // Selectors start with every path failed: a path is reinstated only after
+    // its probe read succeeds.
+    groups_[s->group].selector->add_path(s->id, {pc.weight, pc.max_inflight, pc.throughput});
+    groups_[s->group].selector->fail_path(s->id);
+    slots_.push_back(std::move(s));
+  }
+}
+
+Engine::~Engine() {
+  // Paths go first: destroying a path never calls its sinks, so afterwards
+  // no attempt can be reached from outside and all can be freed.
+  std::vector<Attempt*> all;
+  for (auto& s : slots_) {
+    s->path.reset();
+    for (Attempt* a = s->inflight; a; a = a->next) all.push_back(a);
+  }
+  for (Attempt* a = abandoned_; a; a = a->next) all.push_back(a);
+  for (Attempt* a : all) delete a;
+}
+
+Engine::Group& Engine::group_of(const PathSlot& s) { return groups_[s.group]; }
+
+PathSlot* Engine::slot_of(const Path& path) {
+  for (auto& s : slots_)
+    if (s->path.get() == &path) return s.get();
+  return nullptr;
+}
+
+// ---- Timers ----
+
+void Engine::run_timers() {
+  wake_armed_ = false;
+  timers_.run_due(rt_.now());
+  update_wake();
+}
+
+// Asks the runtime for a wake-up only when the earliest deadline moved
+// earlier; a wake-up that comes too early finds nothing due and re-arms.
+// This keeps the per-request cost at zero system calls.
+void Engine::update_wake() {
+  if (timers_.empty()) return;
+  Clock::time_point next = timers_.next();
+  if (!wake_armed_ || next < wake_at_) {
+    wake_armed_ = true;
+    wake_at_ = next;
+    rt_.wake_at(next);
+  }
+}
+
+// ---- Path lifecycle ----
+
+void Engine::set_state(PathSlot& s, PathState to, const std::string& reason) {
+  PathState from = s.state;
+  if (from == to && s.reason == reason) return;
+  s.state = to;
+  s.reason = reason;
+  s.since = rt_.now();
+  // What an operator must see: a path leaving or entering service.
+  bool loud = to == PathState::Active || (to == PathState::Failed && from != PathState::Failed &&
+                                          from != PathState::Connecting);
+  log(loud ? LogLevel::Error : LogLevel::Debug,
+      "path " + s.cfg.name + ": " + to_string(from) + " -> " + to_string(to) + ": " + reason);
+}
+
+void Engine::start() {
+  for (auto& s : slots_) connect_path(*s);
+  checker_timer_ = timers_.arm(rt_.now() + cfg_.checker.interval, [this] {
+    checker_timer_ = {};
+    checker_tick();
+  });
+  update_wake();
+}
+
+void Engine::connect_path(PathSlot& s) {
+  timers_.cancel(s.timer);
+  set_state(s, PathState::Connecting, s.backoff_step ? "reconnecting" : "connecting");
+  s.timer = timers_.arm(rt_.now() + cfg_.timeouts.connect, [this, &s] {
+    s.timer = {};
+    fail_path(s, "connect timed out after " + std::to_string(cfg_.timeouts.connect.count()) + " ms");
+  });
+  s.path->connect();
+}
+
+void Engine::path_connected(Path& path, const PathCaps& caps) {
+  PathSlot* s = slot_of(path);
+  if (!s || s->state != PathState::Connecting) return;
+  timers_.cancel(s->timer);
+  std::string refused;
+  if (caps.size != disk_.size)
+    refused = "size " + std::to_string(caps.size) + " differs from the disk's size " +
+              std::to_string(disk_.size);
+  else if (caps.read_only && !disk_.read_only)
+    refused = "it is read-only but the disk is writable";
+  else if ((disk_.can_flush && !caps.can_flush) || (disk_.can_fua && !caps.can_fua) ||
+           (disk_.can_trim && !caps.can_trim) || (disk_.can_zero && !caps.can_zero) ||
+           (disk_.can_fast_zero && !caps.can_fast_zero) || (disk_.can_cache && !caps.can_cache))
+    refused = "it lacks a capability (flush, FUA, trim, zero, fast-zero or cache) the disk advertises";
+  if (!refused.empty()) {
+    fail_path(*s, "refused: " + refused);
+    return;
+  }
+  set_state(*s, PathState::Probing, "connected");
+  probe(*s);
+  update_wake();
+}
+
+void Engine::path_down(Path& path, const std::string& reason) {
+  PathSlot* s = slot_of(path);
+  if (!s || s->state == PathState::Failed) return;
+  fail_path(*s, reason);
+  update_wake();
+}
+
+// Takes a path out of service: retires its connection, abandons what was in
+// flight on it (each request is retried elsewhere), and schedules a reconnect.
+void Engine::fail_path(PathSlot& s, const std::string& reason) {
+  bool was_active = s.state == PathState::Active;
+  timers_.cancel(s.timer);
+  if (was_active) group_of(s).selector->fail_path(s.id);
+  s.stats.failures++;
+  set_state(s, PathState::Failed, reason);
+  s.path->disconnect();
+  while (s.inflight) abandon(*s.inflight);
+  schedule_reconnect(s);
+  if (was_active) regroup(false);
+  pump();
+}
+
+void Engine::schedule_reconnect(PathSlot& s) {
+  if (stopping_) return;
+  auto base = cfg_.failover.reconnect_min.count();
+  auto cap = cfg_.failover.reconnect_max.count();
+  long long delay = base;
+  for (unsigned i = 0; i < s.backoff_step && delay < cap; i++) delay *= 2;
+  delay = std::min<long long>(delay, cap);
+  // +-25% jitter, so paths that failed together do not reconnect in lockstep.
+  if (delay >= 4) delay += static_cast<long long>(rt_.random() % (delay / 2 + 1)) - delay / 4;
+  s.backoff_step++;
+  s.timer = timers_.arm(rt_.now() + milliseconds(delay), [this, &s] {
+    s.timer = {};
+    connect_path(s);
+  });
+}
+
+void Engine::probe(PathSlot& s) {
+  std::uint32_t len = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+      std::max<std::uint32_t>(disk_.min_block, 512), disk_.size));
+  if (len == 0) {  // an empty disk has nothing to read: the handshake is the probe
+    probe_done(s, true, "");
+    return;
+  }
+  Command cmd{Op::Read, 0, len, 0, nullptr};
+  s.probing = true;
+  s.stats.probes++;
+  send(nullptr, s, cmd, std::make_shared_for_overwrite<std::byte[]>(len));
+}
+
+void Engine::probe_done(PathSlot& s, bool ok, const std::string& why) {
+  s.probing = false;
+  if (!ok) {
+    fail_path(s, (s.state == PathState::Active ? "checker probe failed: " : "probe read failed: ") + why);
+    return;
+  }
+  if (s.state == PathState::Probing) try_reinstate(s);
+}
+
+// A connected, probed path serves again unless an abandoned write sent on an
+// older connection of it could still land (see stale_writes.h).
+void Engine::try_reinstate(PathSlot& s) {
+  if (opts_.track_stale_writes && tracker_.pending_on(s.id)) {
+    set_state(s, PathState::Held, "probe read succeeded; abandoned writes from its old connection still unresolved");
+    return;
+  }
+  bool first = s.stats.reinstatements == 0 && s.stats.failures == 0;
+  s.backoff_step = 0;
+  s.stats.reinstatements++;
+  set_state(s, PathState::Active, first ? "probe read succeeded" : "reinstated: probe read succeeded");
+  group_of(s).selector->reinstate_path(s.id);
+  regroup(false);
+  pump();
+}
+
+// Picks the group that serves I/O: the highest-priority group with a usable
+// path, subject to the failback policy when the serving group still works.
+void Engine::regroup(bool failback_due) {
+  int best = -1;
+  for (std::size_t i = 0; i < groups_.size(); i++)
+    if (groups_[i].selector->has_usable_path()) {
+      best = static_cast<int>(i);
+      break;
+    }
+  int cur = serving_;
+  bool cur_usable = cur >= 0 && groups_[cur].selector->has_usable_path();
+  int next = cur;
+  if (!cur_usable) {
+    next = best;
+  } else if (best >= 0 && best < cur) {  // a better group is usable again
+    switch (cfg_.failover.failback) {
+      case config::Failback::Immediate: next = best; break;
+      case config::Failback::Manual: break;
+      case config::Failback::Delayed:
+        if (failback_due) {
+          next = best;
+        } else if (!failback_timer_.seq) {
+          failback_timer_ = timers_.arm(rt_.now() + cfg_.failover.failback_delay, [this] {
+            failback_timer_ = {};
+            regroup(true);
+            pump();
+          });
+        }
+        break;
+    }
+  }
+  if (next == cur) return;
+  timers_.cancel(failback_timer_);
+  serving_ = next;
+  if (cur >= 0 || next >= 0) stats_.group_switches++;
+  log(LogLevel::Error, "group: " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
+                           (next >= 0 ? groups_[next].name : "(none)") +
+                           (next < 0     ? ": no usable path"
+                            : cur < 0    ? ": a path is usable"
+                            : cur_usable ? ": failback"
+                                         : ": failover"));
+}
+
+Engine::Group* Engine::serving_group() {
+  return serving_ >= 0 && groups_[serving_].selector->has_usable_path() ? &groups_[serving_] : nullptr;
+}
+
+// Every checker interval: probe idle active paths, so a dead idle path is
+// found before a request needs it, and retry re-applies that failed.
+void Engine::checker_tick() {
+  Clock::time_point now = rt_.now();
+  for (auto& s : slots_)
+    if (s->state == PathState::Active && !s->probing && !s->inflight &&
+        now - s->last_io >= cfg_.checker.interval)
+      probe(*s);
+  start_reapplies();
+  checker_timer_ = timers_.arm(now + cfg_.checker.interval, [this] {
+    checker_timer_ = {};
+    checker_tick();
+  });
+}
+
+// ---- Requests ----
+
+void Engine::submit(Request& r) {
+  r.tag = next_tag_++;
+  r.started = rt_.now();
+  r.deadline = r.started + cfg_.timeouts.request;
+  stats_.requests++;
+  dispatch(r);
+  update_wake();
+}
+
+void Engine::dispatch(Request& r) {
+  if (stopping_) return finish(r, EIO);
+  if (r.op == Op::Flush) return dispatch_flush(r);
+  if (is_write(r.op) && opts_.track_stale_writes && tracker_.must_hold(r.offset, r.count, r.tag))
+    return wait(r, Request::Wait::Hold, r.deadline);
+  Group* g = serving_group();
+  if (!g) return no_path(r);
+  auto id = g->selector->select_path(r.count);
+  if (!id) return wait(r, Request::Wait::Busy, r.deadline);
+  Command cmd{r.op, r.offset, r.count, r.flags, nullptr};
+  send(&r, *slots_[*id], cmd,
+       r.op == Op::Read ? std::make_shared_for_overwrite<std::byte[]>(r.count) : r.data);
+}
+
+// A flush goes to every path that acknowledged writes since its last flush.
+// A dirty path that is down: with a coherent upstream (shared cache, or
+// multi-conn) a flush on any live path covers it; otherwise the flush waits
+// for the path to come back, until its deadline.
+void Engine::dispatch_flush(Request& r) {
+  std::vector<PathSlot*> targets;
+  for (auto& s : slots_) {
+    if (!s->dirty()) continue;
+    if (s->state == PathState::Active)
+      targets.push_back(s.get());
+    else if (!coherent_flush_)
+      return wait(r, Request::Wait::Flush, r.deadline);
+  }
+  if (targets.empty()) {
+    Group* g = serving_group();
+    if (!g) return no_path(r);
+    for (auto& s : slots_)
+      if (s->state == PathState::Active && &group_of(*s) == g) {
+        targets.push_back(s.get());
+        break;
+      }
+  }
+  for (PathSlot* s : targets) {
+    Command cmd{Op::Flush, 0, 0, 0, nullptr};
+    send(&r, *s, cmd, nullptr);
+  }
+}
+
+void Engine::no_path(Request& r) {
+  if (cfg_.no_path.policy == config::NoPathPolicy::Fail) {
+    log(LogLevel::Debug, std::string(to_string(r.op)) + " failed: no usable path (no-path policy: fail)");
+    return finish(r, EIO);
+  }
+  if (no_path_count_ >= cfg_.no_path.max_requests) {
+    log(LogLevel::Error, "no usable path and " + std::to_string(no_path_count_) +
+                             " requests already queued (no-path max-requests): failing with EIO");
+    return finish(r, EIO);
+  }
+  stats_.queued_no_path++;
+  wait(r, Request::Wait::NoPath, rt_.now() + cfg_.no_path.max_time);
+}
+
+void Engine::wait(Request& r, Request::Wait kind, Clock::time_point until) {
+  r.wait_kind = kind;
+  r.wait_until = until;
+  r.wait_prev = wait_tail_;
+  r.wait_next = nullptr;
+  (wait_tail_ ? wait_tail_->wait_next : wait_head_) = &r;
+  wait_tail_ = &r;
+  waiting_count_++;
+  if (kind == Request::Wait::NoPath) no_path_count_++;
+  r.wait_timer = timers_.arm(until, [this, &r] {
+    r.wait_timer = {};
+    const char* what = r.wait_kind == Request::Wait::NoPath ? "no usable path"
+                       : r.wait_kind == Request::Wait::Busy ? "every path busy"
+                       : r.wait_kind == Request::Wait::Hold ? "an abandoned write over its range"
+                                                            : "a dirty path to flush";
+    log(LogLevel::Error, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
+                             " failed with EIO: timed out waiting for " + what);
+    unwait(r);
+    finish(r, EIO);
+  });
+}
+
+void Engine::unwait(Request& r) {
+  if (r.wait_kind == Request::Wait::None) return;
+  (r.wait_prev ? r.wait_prev->wait_next : wait_head_) = r.wait_next;
+  (r.wait_next ? r.wait_next->wait_prev : wait_tail_) = r.wait_prev;
+  r.wait_prev = r.wait_next = nullptr;
+  waiting_count_--;
+  if (r.wait_kind == Request::Wait::NoPath) {
+    no_path_count_--;
+    stats_.queued_no_path_ms += duration_cast<milliseconds>(rt_.now() - r.started).count();
+  }
+  r.wait_kind = Request::Wait::None;
+  timers_.cancel(r.wait_timer);
+}
+
+bool Engine::can_go(const Request& r) {
+  if (stopping_) return true;
+  switch (r.wait_kind) {
+    case Request::Wait::NoPath: return serving_group() != nullptr;
+    case Request::Wait::Busy: {
+      Group* g = serving_group();
+      if (!g) return true;  // dispatch moves it to the no-path queue
+      for (auto& s : slots_)
+        if (&group_of(*s) == g && g->selector->can_take(s->id)) return true;
+      return false;
+    }
+    case Request::Wait::Hold: return !tracker_.must_hold(r.offset, r.count, r.tag);
+    case Request::Wait::Flush:
+      for (auto& s : slots_)
+        if (s->dirty() && s->state != PathState::Active) return false;
+      return true;
+    case Request::Wait::None: return true;
+  }
+  return true;
+}
+
+// Re-dispatches waiting requests that can go now, in arrival order. Not
+// re-entrant: a dispatch that changes path states asks for another pass.
+void Engine::pump() {
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    pump_once();
+  } while (pump_again_);
+  pumping_ = false;
+}
+
+void Engine::pump_once() {
+  Request* last = wait_tail_;  // requests re-queued behind it wait for the next pass
+  for (Request* r = wait_head_; r;) {
+    Request* next = r == last ? nullptr : r->wait_next;
+    if (can_go(*r)) {
+      bool from_no_path = r->wait_kind == Request::Wait::NoPath;
+      unwait(*r);
+      // Time spent with no path at all does not count against the deadline.
+      if (from_no_path) {
+        r->deadline = rt_.now() + cfg_.timeouts.request;
+        r->retries = 0;
+      }
+      dispatch(*r);
+    }
+    r = next;
+  }
+}
+
+void Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std::byte[]> buf) {
+  auto* a = new Attempt;
+  a->engine = this;
+  a->slot = &s;
+  a->req = r;
+  a->probe = r == nullptr;
+  a->cmd = c;
+  a->buf = std::move(buf);
+  a->cmd.data = a->buf.get();
+  a->start = rt_.now();
+  if (c.op == Op::Flush) a->flush_gen = s.write_gen;
+  if (!s.path->submit(a->cmd, a)) {
+    delete a;
+    if (!r) s.probing = false;
+    fail_path(s, "submit failed: no connection");  // before the retry, so it picks another path
+    if (r) {
+      r->retry_needed = true;
+      if (r->pending == 0) retry(*r);
+    }
+    return;
+  }
+  link(s.inflight, a);
+  s.inflight_count++;
+  s.stats.requests++;
+  s.stats.bytes += c.count;
+  group_of(s).selector->start_io(s.id, c.count);
+  Clock::time_point until = a->start + cfg_.timeouts.attempt;
+  if (r) {
+    r->pending++;
+    until = std::min(until, r->deadline);
+  }
+  a->timer = timers_.arm(until, [this, a] {
+    a->timer = {};
+    attempt_timeout(*a);
+  });
+}
+
+// An attempt leaves its path's in-flight list; its request is retried
+// elsewhere. A write stays tracked until it can no longer land.
+void Engine::abandon(Attempt& a) {
+  PathSlot& s = *a.slot;
+  unlink(s.inflight, &a);
+  s.inflight_count--;
+  group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
+  timers_.cancel(a.timer);
+  a.abandoned = true;
+  link(abandoned_, &a);
+  if (a.probe) {
+    s.probing = false;
+    return;
+  }
+  Request& r = *a.req;
+  a.req = nullptr;
+  if (is_write(a.cmd.op) && opts_.track_stale_writes) {
+    a.stale_id = tracker_.add(s.id, r.tag, a.cmd.offset, a.cmd.count,
+                              a.cmd.op == Op::Write ? a.cmd.data : nullptr, rt_.now());
+    log(LogLevel::Debug, "path " + s.cfg.name + ": abandoned " + to_string(a.cmd.op) + " at " +
+                             std::to_string(a.cmd.offset) + "+" + std::to_string(a.cmd.count) +
+                             " tracked until it resolves (" + std::to_string(tracker_.pending()) +
+                             " pending)");
+  }
+  s.stats.failovers++;
+  r.pending--;
+  r.retry_needed = true;
+  if (r.pending == 0) retry(r);
+}
+
+void Engine::attempt_timeout(Attempt& a) {
+  PathSlot& s = *a.slot;
+  s.stats.timeouts++;
+  if (a.req && rt_.now() >= a.req->deadline && rt_.now() - a.start < cfg_.timeouts.attempt) {
+    // The request's deadline, not the attempt's timer: give up on the request
+    // but keep the path.
+    Request& r = *a.req;
+    abandon(a);  // retry() sees the deadline and fails the request
+    (void)r;
+    return;
+  }
+  fail_path(s, std::string(a.probe ? "probe" : to_string(a.cmd.op)) + " timed out after " +
+                   std::to_string(duration_cast<milliseconds>(rt_.now() - a.start).count()) + " ms");
+}
+
+void Engine::attempt_done(Attempt& a, PathResult result, int err) {
+  Outcome outcome = result == PathResult::Ok ? Outcome::Ok : Outcome::Error;
+  if (a.abandoned) {
+    // A late completion: the attempt was given up on already.
+    unlink(abandoned_, &a);
+    if (a.stale_id) {
+      bool late = result != PathResult::TransportDead;
+      tracker_.resolve(a.stale_id, late);
+      log(LogLevel::Debug, "path " + a.slot->cfg.name + ": abandoned " + to_string(a.cmd.op) +
+                               " at " + std::to_string(a.cmd.offset) + " resolved " +
+                               (late ? "late (its reply came)" : "by the connection's death"));
+      for (auto& s : slots_)
+        if (s->state == PathState::Held) try_reinstate(*s);
+      start_reapplies();
+      pump();
+    }
+    delete &a;
+    update_wake();
+    return;
+  }
+
+  PathSlot& s = *a.slot;
+  unlink(s.inflight, &a);
+  s.inflight_count--;
+  s.last_io = rt_.now();
+  group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
+  timers_.cancel(a.timer);
+
+  // Which failures count against the path (transport-level ones, and EIO by
+  // default: an upstream whose backend fails is a failed path).
+  std::string path_error;
+  if (result == PathResult::TransportDead)
+    path_error = std::string("connection lost: ") + std::strerror(err ? err : ENOTCONN);
+  else if (result == PathResult::RemoteError && err == EIO &&
+           cfg_.failover.eio == config::EioPolicy::Failover)
+    path_error = "server returned EIO";
+  if (!path_error.empty()) s.stats.errors++;
+
+  if (a.probe) {
+    delete &a;
+    probe_done(s, outcome == Outcome::Ok, outcome == Outcome::Ok ? "" : path_error.empty() ? std::strerror(err) : path_error);
+    update_wake();
+    return;
+  }
+
+  Request& r = *a.req;
+  r.pending--;
+  if (outcome == Outcome::Ok) {
+    if (is_write(a.cmd.op)) s.write_gen++;
+    if (a.cmd.op == Op::Flush) s.flushed_gen = std::max(s.flushed_gen, a.flush_gen);
+    if (a.cmd.op == Op::Read) r.data = std::move(a.buf);
+  } else if (path_error.empty()) {
+    if (!r.err) r.err = err;  // the server's answer on a healthy connection
+  } else {
+    r.retry_needed = true;
+  }
+  delete &a;
+
+  if (!path_error.empty()) fail_path(s, path_error);  // first, so the retry picks another path
+  if (r.pending == 0) {
+    if (r.retry_needed) retry(r);
+    else finish(r, r.err);
+  }
+  pump();
+  update_wake();
+}
+
+void Engine::retry(Request& r) {
+  r.retry_needed = false;
+  r.err = 0;
+  stats_.retries++;
+  if (stopping_) return finish(r, EIO);
+  if (rt_.now() >= r.deadline) {
+    log(LogLevel::Error, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
+                             " failed with EIO: deadline of " +
+                             std::to_string(cfg_.timeouts.request.count()) + " ms passed");
+    return finish(r, EIO);
+  }
+  if (++r.retries > cfg_.failover.max_retries) {
+    log(LogLevel::Error, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
+                             " failed with EIO: " + std::to_string(r.retries) +
+                             " attempts failed (failover retries limit)");
+    return finish(r, EIO);
+  }
+  dispatch(r);
+}
+
+// The only way out for a request. `err` becomes an errno NBD carries.
+void Engine::finish(Request& r, int err) {
+  unwait(r);
+  switch (err) {
+    case 0: case EIO: case ENOSPC: case EPERM: case ENOMEM: case EINVAL: case EOVERFLOW:
+    case ENOTSUP: case ESHUTDOWN:
+      break;
+    case EROFS: err = EPERM; break;
+    default: err = EIO; break;
+  }
+  r.err = err;
+  if (err) stats_.failed_requests++;
+  if (!err && opts_.track_stale_writes && !r.internal && !tracker_.idle()) {
+    if (r.op == Op::Read && r.data)
+      tracker_.overlay(r.offset, r.count, r.data.get());
+    else if (is_write(r.op))
+      tracker_.on_acked_write(r.offset, r.count, r.op == Op::Write ? r.data.get() : nullptr);
+  }
+  if (r.on_done) r.on_done(r);
+  else wake(r);
+}
+
+// ---- Re-applying shadows ----
+
+namespace {
+struct ReapplyRequest : Request {
+  Engine* engine = nullptr;
+  StaleWriteTracker::Reapply job;
+};
+}  // namespace
+
+void Engine::start_reapplies() {
+  if (stopping_ || !opts_.track_stale_writes) return;
+  for (auto& job : tracker_.take_ready()) {
+    auto* rr = new ReapplyRequest;
+    rr->op = Op::Write;
+    rr->offset = job.offset;
+    rr->count = static_cast<std::uint32_t>(job.data.size());
+    rr->data = std::make_shared_for_overwrite<std::byte[]>(job.data.size());
+    std::memcpy(rr->data.get(), job.data.data(), job.data.size());
+    rr->internal = true;
+    rr->engine = this;
+    rr->job = std::move(job);
+    rr->on_done = [](Request& r) { static_cast<ReapplyRequest&>(r).engine->reapply_done(r); };
+    log(LogLevel::Debug, "re-applying newest data at " + std::to_string(rr->offset) + "+" +
+                             std::to_string(rr->count));
+    submit(*rr);
+  }
+}
+
+void Engine::reapply_done(Request& r) {
+  auto* rr = static_cast<ReapplyRequest*>(&r);
+  tracker_.reapplied(rr->job, r.err == 0);
+  if (r.err)
+    log(LogLevel::Error, "re-applying newest data at " + std::to_string(r.offset) +
+                             " failed; will retry at the next checker interval");
+  delete rr;
+}
+
+// ---- Shutdown and introspection ----
+
+void Engine::shutdown() {
+  stopping_ = true;
+  while (wait_head_) {
+    Request& r = *wait_head_;
+    unwait(r);
+    finish(r, EIO);
+  }
+  for (auto& s : slots_) {
+    timers_.cancel(s->timer);
+    while (s->inflight) abandon(*s->inflight);  // retry() fails each with EIO
+  }
+  timers_.cancel(checker_timer_);
+  timers_.cancel(failback_timer_);
+}
+
+PathState Engine::state(const std::string& path) const {
+  for (auto& s : slots_)
+    if (s->cfg.name == path) return s->state;
+  return PathState::Failed;
+}
+
+const PathStats* Engine::path_stats(const std::string& path) const {
+  for (auto& s : slots_)
+    if (s->cfg.name == path) return &s->stats;
+  return nullptr;
+}
+
+std::string Engine::active_group() const { return serving_ >= 0 ? groups_[serving_].name : ""; }
+
+std::string Engine::summary() const {
+  std::ostringstream o;
+  for (auto& s : slots_)
+    o << "path " << s->cfg.name << ": state=" << to_string(s->state)
+      << " requests=" << s->stats.requests << " bytes=" << s->stats.bytes
+      << " errors=" << s->stats.errors << " timeouts=" << s->stats.timeouts
+      << " failovers=" << s->stats.failovers << " failures=" << s->stats.failures
+      << " reinstatements=" << s->stats.reinstatements << "\n";
+  const auto& c = tracker_.counters();
+  o << "requests=" << stats_.requests << " failed=" << stats_.failed_requests
+    << " retries=" << stats_.retries << " group_switches=" << stats_.group_switches
+    << " queued_no_path=" << stats_.queued_no_path << " abandoned_writes=" << c.abandoned
+    << " pending=" << tracker_.pending() << " resolved_late=" << c.resolved_late
+    << " resolved_by_death=" << c.resolved_by_death << " reapplied=" << c.reapplied
+    << " unshadowed=" << c.unshadowed;
+  return o.str();
+}
+
+}  // namespace mp

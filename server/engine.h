@@ -1,0 +1,226 @@
+// The multipath engine: path groups and states, request dispatch, per-attempt
+// timers, failover, no-path queueing, flush fan-out and stale-write safety.
+//
+// Threading: everything here runs on the event-loop thread, except
+// Request::wait(), which an nbdkit worker thread calls after handing its
+// request over. The engine never blocks.
+//
+// Life of a client request:
+//
+//   worker thread              loop thread
+//   -------------              -----------------------------------------------
+//   copy write data
+//   post(submit) ───────────►  dispatch ──► select path ──► send attempt (timer)
+//   wait (futex)                   │              │ none usable: queue (no-path)
+//                                  │              │ all at cap:  wait (busy)
+//                                  ▼
+//                               attempt done: OK ─────────────► complete ──┐
+//                               timeout / transport error / EIO:           │
+//                                 fail the path, abandon its attempts,     │
+//                                 retry each elsewhere (deadline, limit)   │
+//   wake; copy read data  ◄────────────────────────────────────────────────┘
+//
+// An abandoned attempt stays in flight on the path's retired connection. Its
+// buffer belongs to the attempt, never to nbdkit, so a late reply lands in
+// memory nobody else uses; an abandoned write is tracked until it can no
+// longer land (StaleWriteTracker).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "server/path.h"
+#include "server/runtime.h"
+#include "server/selector.h"
+#include "server/stale_writes.h"
+
+namespace mp {
+
+class Engine;
+struct Attempt;
+struct PathSlot;
+
+// Per-path state, changed only by Engine::set_state().
+//
+//   Connecting ──connected──► Probing ──probe ok──► Active
+//       ▲                        │   └─abandoned writes pending─► Held ──resolved──► Active
+//       │                        ▼
+//   (back-off) ◄──────────── Failed ◄── timeout, transport error, EIO, probe failed
+enum class PathState : std::uint8_t { Connecting, Probing, Held, Active, Failed };
+const char* to_string(PathState s);
+
+// One-shot timers keyed by deadline; the engine's own, so tests can drive time.
+class TimerQueue {
+ public:
+  struct Key {
+    Clock::time_point when{};
+    std::uint64_t seq = 0;  // 0: not armed
+    auto operator<=>(const Key&) const = default;
+  };
+  Key arm(Clock::time_point when, std::function<void()> fn);
+  void cancel(Key& key);
+  bool empty() const { return q_.empty(); }
+  Clock::time_point next() const { return q_.begin()->first.when; }
+  // Runs every timer due at `now`; a timer armed meanwhile for <= now runs too.
+  void run_due(Clock::time_point now);
+
+ private:
+  std::map<Key, std::function<void()>> q_;
+  std::uint64_t seq_ = 1;
+};
+
+// One client (or internal) request. Fields above the line are set by the
+// submitter; the rest belong to the engine until completion.
+struct Request {
+  Op op = Op::Read;
+  std::uint64_t offset = 0;
+  std::uint32_t count = 0;
+  std::uint32_t flags = 0;
+  // Write: the data, a copy owned by the request (attempts share it).
+  // Read: after success, the buffer of the attempt that succeeded.
+  std::shared_ptr<std::byte[]> data;
+  // Internal requests (re-apply) complete by this call; client requests wake
+  // the waiting worker thread.
+  void (*on_done)(Request&) = nullptr;
+
+  int err = 0;  // result: 0 or an errno NBD carries
+
+  // Blocks the calling (worker) thread until the engine completed the request.
+  void wait();
+
+  // ---- engine-private ----
+  enum class Wait : std::uint8_t { None, NoPath, Busy, Hold, Flush };
+  std::uint64_t tag = 0;
+  Clock::time_point started{}, deadline{}, wait_until{};
+  unsigned retries = 0;
+  unsigned pending = 0;       // attempts in flight for this request
+  bool retry_needed = false;  // an attempt failed on a path: try again
+  bool internal = false;      // a re-apply, not a client request
+  Wait wait_kind = Wait::None;
+  TimerQueue::Key wait_timer;
+  Request* wait_prev = nullptr;
+  Request* wait_next = nullptr;
+  std::atomic<std::uint32_t> done{0};
+};
+
+struct EngineStats {
+  std::uint64_t requests = 0, retries = 0, failed_requests = 0, group_switches = 0;
+  std::uint64_t queued_no_path = 0, queued_no_path_ms = 0;
+};
+
+struct PathStats {
+  std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
+  std::uint64_t failures = 0, reinstatements = 0, probes = 0;
+};
+
+class Engine final : private PathListener {
+ public:
+  using PathFactory = std::function<PathPtr(const config::Path&, PathListener&)>;
+  struct Options {
+    bool track_stale_writes = true;  // false only to show the unsafe variant in a test
+  };
+
+  // `disk` is what the disk advertises (the intersection of the paths' caps);
+  // a path that cannot serve it is refused when it connects.
+  Engine(config::Config cfg, Runtime& rt, const PathFactory& factory, PathCaps disk,
+         Options opts);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // All on the loop thread:
+  void start();                 // connects every path, starts the checker
+  void submit(Request& r);      // the request completes later, once
+  void run_timers();            // Runtime::wake_at's call-back
+  void shutdown();              // fails all queued and in-flight requests with EIO
+
+  // Introspection (loop thread, or a test's thread).
+  PathState state(const std::string& path) const;
+  const PathStats* path_stats(const std::string& path) const;
+  const EngineStats& stats() const { return stats_; }
+  const StaleWriteTracker& stale_writes() const { return tracker_; }
+  std::string active_group() const;
+  std::size_t waiting() const { return waiting_count_; }
+  std::string summary() const;  // one line per path, for logs and the demo
+
+ private:
+  friend struct Attempt;
+  struct Group {
+    std::string name;
+    int priority = 0;
+    SelectorPtr selector;
+  };
+
+  // PathListener
+  void path_connected(Path& path, const PathCaps& caps) override;
+  void path_down(Path& path, const std::string& reason) override;
+
+  PathSlot* slot_of(const Path& path);
+  Group& group_of(const PathSlot& s);
+  void set_state(PathSlot& s, PathState to, const std::string& reason);
+  void connect_path(PathSlot& s);
+  void fail_path(PathSlot& s, const std::string& reason);
+  void schedule_reconnect(PathSlot& s);
+  void try_reinstate(PathSlot& s);
+  void regroup(bool failback_due);
+  Group* serving_group();
+  void checker_tick();
+
+  void dispatch(Request& r);
+  void dispatch_flush(Request& r);
+  void no_path(Request& r);
+  void wait(Request& r, Request::Wait kind, Clock::time_point until);
+  void unwait(Request& r);
+  bool can_go(const Request& r);
+  void pump();
+  void pump_once();
+  void send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
+  void attempt_done(Attempt& a, PathResult result, int err);
+  void attempt_timeout(Attempt& a);
+  void abandon(Attempt& a);
+  void retry(Request& r);
+  void finish(Request& r, int err);
+  void probe(PathSlot& s);
+  void probe_done(PathSlot& s, bool ok, const std::string& why);
+  void start_reapplies();
+  void reapply_done(Request& r);
+  void update_wake();
+  void log(LogLevel level, const std::string& line) { rt_.log(level, line); }
+
+  config::Config cfg_;
+  Runtime& rt_;
+  PathCaps disk_;
+  Options opts_;
+  bool coherent_flush_;  // shared cache, or every path advertises multi-conn
+
+  std::vector<std::unique_ptr<PathSlot>> slots_;  // index == PathId
+  std::vector<Group> groups_;                     // by priority, highest first
+  int serving_ = -1;                              // index into groups_, -1: none
+  TimerQueue::Key failback_timer_;
+
+  TimerQueue timers_;
+  bool wake_armed_ = false;
+  Clock::time_point wake_at_{};
+  TimerQueue::Key checker_timer_;
+
+  Request* wait_head_ = nullptr;  // FIFO of waiting requests
+  Request* wait_tail_ = nullptr;
+  std::size_t waiting_count_ = 0;
+  std::size_t no_path_count_ = 0;
+  bool pumping_ = false;
+  bool pump_again_ = false;
+
+  Attempt* abandoned_ = nullptr;  // attempts still in flight on retired connections
+  StaleWriteTracker tracker_;
+  std::uint64_t next_tag_ = 1;
+  bool stopping_ = false;
+  EngineStats stats_;
+};
+
+}  // namespace mp

@@ -1,0 +1,389 @@
+// NbdPath: drives libnbd handles from the Asio event loop.
+//
+// Callback rules (libnbd): completion callbacks run with the handle's lock
+// held, so they only record the result; .free runs exactly once per command
+// (also on failed submission and nbd_close) and queues the command on its
+// connection's `done` list. After every libnbd call returns, drain() reports
+// the queued commands to their sinks, outside the lock: a sink may submit
+// again at once. Everything runs on the loop thread.
+#include "server/nbd_path.h"
+
+#include <libnbd.h>
+#include <poll.h>
+
+#include <asio/post.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+namespace mp {
+
+namespace {
+
+// One split request: several commands whose results make one.
+struct Split {
+  CommandSink* sink;
+  unsigned remaining;
+  PathResult result = PathResult::Ok;
+  int err = 0;
+};
+
+struct Cmd {
+  NbdPath::Conn* conn;
+  CommandSink* sink;  // nullptr when part of a split
+  Split* split;
+  bool replied = false;  // the completion callback ran
+  int err = 0;
+};
+
+std::string last_error() {
+  const char* e = nbd_get_error();
+  return e ? e : "unknown libnbd error";
+}
+
+// True when a read on fd would not block (data, EOF or an error is there).
+bool readable_now(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0 && p.revents != 0;
+}
+
+// What a connected handle says about its export.
+PathCaps read_caps(nbd_handle* h) {
+  PathCaps k;
+  k.size = static_cast<std::uint64_t>(std::max<int64_t>(nbd_get_size(h), 0));
+  k.read_only = nbd_is_read_only(h) == 1;
+  k.can_flush = nbd_can_flush(h) == 1;
+  k.can_fua = nbd_can_fua(h) == 1;
+  k.can_trim = nbd_can_trim(h) == 1;
+  k.can_zero = nbd_can_zero(h) == 1;
+  k.can_fast_zero = nbd_can_fast_zero(h) == 1;
+  k.can_cache = nbd_can_cache(h) == 1;
+  k.can_multi_conn = nbd_can_multi_conn(h) == 1;
+  k.is_rotational = nbd_is_rotational(h) == 1;
+  int64_t v = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+  if (v > 0) k.min_block = static_cast<std::uint32_t>(v);
+  v = nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED);
+  if (v > 0) k.pref_block = static_cast<std::uint32_t>(v);
+  v = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);  // 32 MiB when the server names none
+  if (v > 0 && v < k.max_request) k.max_request = static_cast<std::uint32_t>(v);
+  return k;
+}
+
+}  // namespace
+
+struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
+  NbdPath* owner;  // nullptr once the path is gone
+  nbd_handle* h = nullptr;
+  std::optional<asio::posix::stream_descriptor> sd;
+  int fd = -1;
+  bool read_wait = false, write_wait = false;
+  bool connecting = true;
+  bool dead = false;     // reported dead to the owner
+  bool retired = false;  // no new commands
+  bool close_posted = false;
+  bool draining = false;
+  unsigned inflight = 0;
+  std::vector<Cmd*> done;
+
+  Conn(NbdPath* o) : owner(o) {}
+  ~Conn() { close_now(); }
+
+  static int on_complete(void* ud, int* error) {
+    auto* c = static_cast<Cmd*>(ud);
+    c->replied = true;
+    c->err = *error;
+    return 1;
+  }
+  static void on_free(void* ud) {
+    auto* c = static_cast<Cmd*>(ud);
+    c->conn->done.push_back(c);
+  }
+
+  int64_t issue(const Command& cmd, std::uint64_t offset, std::uint32_t count, std::byte* data,
+                Cmd* c) {
+    nbd_completion_callback cb{on_complete, c, on_free};
+    std::uint32_t fua = (cmd.flags & kFua) ? LIBNBD_CMD_FLAG_FUA : 0;
+    switch (cmd.op) {
+      case Op::Read: return nbd_aio_pread(h, data, count, offset, cb, 0);
+      case Op::Write: return nbd_aio_pwrite(h, data, count, offset, cb, fua);
+      case Op::Flush: return nbd_aio_flush(h, cb, 0);
+      case Op::Trim: return nbd_aio_trim(h, count, offset, cb, fua);
+      case Op::Zero:
+        return nbd_aio_zero(h, count, offset, cb,
+                            fua | ((cmd.flags & kMayTrim) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE) |
+                                ((cmd.flags & kFastZero) ? LIBNBD_CMD_FLAG_FAST_ZERO : 0));
+      case Op::Cache: return nbd_aio_cache(h, count, offset, cb, 0);
+    }
+    return -1;
+  }
+
+  // Watches the handle's socket in the direction(s) libnbd wants.
+  void arm() {
+    if (!h || close_posted) return;
+    int nfd = nbd_aio_get_fd(h);
+    if (nfd != fd) {  // libnbd moved to another socket (or has none yet)
+      if (sd) {
+        sd->cancel();
+        sd->release();
+        sd.reset();
+      }
+      fd = nfd;
+      read_wait = write_wait = false;
+      if (fd >= 0) sd.emplace(owner_io(), fd);
+    }
+    if (!sd) return;
+    unsigned dir = nbd_aio_get_direction(h);
+    auto self = shared_from_this();
+    if ((dir & LIBNBD_AIO_DIRECTION_READ) && !read_wait) {
+      read_wait = true;
+      sd->async_wait(asio::posix::stream_descriptor::wait_read, [self](std::error_code ec) {
+        self->read_wait = false;
+        if (ec || !self->h || self->close_posted) return;
+        // Asio may report readiness that is gone by now. libnbd trusts a
+        // read notification: mid-way through a write payload it pauses the
+        // write to read a reply, and with nothing to read it then waits for a
+        // reply the server cannot send before it has the whole payload. So
+        // while a send is under way, make sure there really is something.
+        if (!(nbd_aio_get_direction(self->h) & LIBNBD_AIO_DIRECTION_WRITE) ||
+            readable_now(self->fd))
+          nbd_aio_notify_read(self->h);
+        self->after_io();
+      });
+    }
+    if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && !write_wait) {
+      write_wait = true;
+      sd->async_wait(asio::posix::stream_descriptor::wait_write, [self](std::error_code ec) {
+        self->write_wait = false;
+        if (ec || !self->h || self->close_posted) return;
+        nbd_aio_notify_write(self->h);
+        self->after_io();
+      });
+    }
+  }
+
+  asio::io_context& owner_io() { return owner->io_; }
+
+  // Reports finished commands, then connection state changes, then re-arms.
+  void after_io() {
+    auto self = shared_from_this();  // a sink may drop the owner's reference
+    drain();
+    if (!owner || !h) return;
+    bool is_dead = nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
+    if (connecting) {
+      if (nbd_aio_is_ready(h)) {
+        connecting = false;
+        owner->conn_ready(*this);
+      } else if (is_dead) {
+        connecting = false;
+        dead = true;
+        owner->conn_dead(*this, "connect failed: " + last_error());
+      }
+    } else if (is_dead && !dead) {
+      dead = true;
+      owner->conn_dead(*this, "connection lost: " + last_error());
+    }
+    maybe_close();
+    arm();
+  }
+
+  void drain() {
+    if (draining) return;  // the outer loop picks up what a sink added
+    draining = true;
+    while (!done.empty()) {
+      std::vector<Cmd*> batch;
+      batch.swap(done);
+      bool is_dead = !h || nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
+      for (Cmd* c : batch) finish(c, is_dead);
+    }
+    draining = false;
+  }
+
+  void finish(Cmd* c, bool is_dead) {
+    inflight--;
+    PathResult r;
+    int err = c->err;
+    if (c->replied && err == 0)
+      r = PathResult::Ok;
+    else if (!c->replied || (is_dead && (err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET ||
+                                          err == EPIPE)))
+      r = PathResult::TransportDead, err = err ? err : ENOTCONN;
+    else
+      r = PathResult::RemoteError;
+    CommandSink* sink = c->sink;
+    if (Split* s = c->split) {
+      // The worst result wins: TransportDead over RemoteError over Ok.
+      if (static_cast<int>(r) > static_cast<int>(s->result)) s->result = r, s->err = err;
+      sink = --s->remaining == 0 ? s->sink : nullptr;
+      r = s->result;
+      err = s->err;
+      if (sink) delete s;
+    }
+    delete c;
+    if (sink && owner) sink->command_done(r, err);
+  }
+
+  void maybe_close() {
+    if (!retired || inflight || close_posted) return;
+    close_posted = true;
+    if (sd) sd->cancel();
+    auto self = shared_from_this();
+    asio::post(owner_io(), [self] { self->close_now(); });
+  }
+
+  // Closes the handle. Commands still in flight are freed without a report
+  // (only the path's destructor gets here with any).
+  void close_now() {
+    if (sd) {
+      sd->cancel();
+      sd->release();
+      sd.reset();
+    }
+    if (h) {
+      nbd_close(h);
+      h = nullptr;
+    }
+    for (Cmd* c : done) {
+      if (c->split && --c->split->remaining == 0) delete c->split;
+      delete c;
+    }
+    done.clear();
+    if (owner) {
+      auto& r = owner->retired_;
+      for (auto it = r.begin(); it != r.end(); ++it)
+        if (it->get() == this) {
+          auto keep = std::move(*it);  // destroyed after erase, by the caller's reference
+          r.erase(it);
+          break;
+        }
+    }
+  }
+};
+
+NbdPath::NbdPath(asio::io_context& io, config::Path cfg, PathListener& listener)
+    : io_(io), cfg_(std::move(cfg)), listener_(listener) {}
+
+NbdPath::~NbdPath() {
+  auto all = std::move(retired_);
+  if (cur_) all.push_back(std::move(cur_));
+  for (auto& c : all) {
+    c->owner = nullptr;
+    c->close_now();
+  }
+}
+
+unsigned NbdPath::retired_connections() const { return static_cast<unsigned>(retired_.size()); }
+
+void NbdPath::connect() {
+  if (cur_) disconnect();
+  auto c = std::make_shared<Conn>(this);
+  cur_ = c;
+  c->h = nbd_create();
+  std::string err;
+  if (!c->h) {
+    err = "cannot create a libnbd handle: " + last_error();
+  } else {
+    nbd_set_pread_initialize(c->h, false);
+    if (nbd_aio_connect_uri(c->h, cfg_.uri.c_str()) == -1)
+      err = "connect failed: " + last_error();
+  }
+  if (!err.empty()) {
+    c->connecting = false;
+    c->dead = true;
+    // Reported from the loop, not from inside the caller's connect().
+    asio::post(io_, [c, err] {
+      if (c->owner && c->owner->cur_ == c) c->owner->listener_.path_down(*c->owner, err);
+    });
+    return;
+  }
+  c->after_io();
+}
+
+void NbdPath::conn_ready(Conn& c) {
+  if (cur_.get() != &c) return;
+  caps_ = read_caps(c.h);
+  listener_.path_connected(*this, caps_);
+}
+
+void NbdPath::conn_dead(Conn& c, const std::string& reason) {
+  if (cur_.get() == &c) listener_.path_down(*this, reason);
+}
+
+void NbdPath::disconnect() {
+  if (!cur_) return;
+  auto c = std::move(cur_);
+  c->retired = true;
+  retired_.push_back(c);
+  c->maybe_close();
+}
+
+bool NbdPath::submit(const Command& cmd, CommandSink* sink) {
+  Conn* c = cur_.get();
+  if (!c || c->connecting || c->dead || !c->h) return false;
+  std::uint32_t max = caps_.max_request;
+  bool split = (cmd.op == Op::Read || cmd.op == Op::Write) && cmd.count > max;
+  std::uint32_t n = split ? (cmd.count + max - 1) / max : 1;
+  Split* s = split ? new Split{sink, n} : nullptr;
+  std::uint32_t sent = 0;
+  for (std::uint32_t i = 0; i < n; i++) {
+    std::uint32_t off = i * max;
+    std::uint32_t len = split ? std::min(max, cmd.count - off) : cmd.count;
+    auto* x = new Cmd{c, split ? nullptr : sink, s};
+    c->inflight++;
+    if (c->issue(cmd, cmd.offset + off, len, cmd.data ? cmd.data + off : nullptr, x) == -1) {
+      // .free already queued x: take it back, it never reaches the sink.
+      int err = nbd_get_errno();
+      std::erase(c->done, x);
+      c->inflight--;
+      delete x;
+      if (sent == 0) {
+        delete s;
+        return false;
+      }
+      // Some chunks are on the wire: the split ends when they do, as failed.
+      s->result = PathResult::TransportDead;
+      s->err = err ? err : ENOTCONN;
+      s->remaining -= n - i;
+      break;
+    }
+    sent++;
+  }
+  if (!c->done.empty()) {
+    auto self = c->shared_from_this();
+    asio::post(io_, [self] { self->after_io(); });
+  }
+  c->arm();
+  return true;
+}
+
+bool nbd_probe_caps(const std::string& uri, std::chrono::milliseconds timeout, PathCaps* caps,
+                    std::string* error) {
+  nbd_handle* h = nbd_create();
+  if (!h) {
+    *error = last_error();
+    return false;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool ok = nbd_aio_connect_uri(h, uri.c_str()) != -1;
+  while (ok && nbd_aio_is_connecting(h)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      *error = "connect timed out after " + std::to_string(timeout.count()) + " ms";
+      nbd_close(h);
+      return false;
+    }
+    ok = nbd_poll(h, static_cast<int>(std::min<long long>(left.count(), 100))) != -1;
+  }
+  if (!ok || !nbd_aio_is_ready(h)) {
+    *error = last_error();
+    nbd_close(h);
+    return false;
+  }
+  *caps = read_caps(h);
+  nbd_shutdown(h, 0);
+  nbd_close(h);
+  return true;
+}
+
+}  // namespace mp

@@ -1,0 +1,885 @@
+// Unit tests for config/: YAML loading, validation messages, durations, URIs and the quick form.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "config/config.h"
+
+using namespace mp::config;
+using namespace std::chrono_literals;
+
+namespace {
+
+LoadResult load(const std::string& yaml) {
+  return load_string(yaml, "t.yaml");
+}
+
+// Asserts that `yaml` is refused with an error that starts with `prefix`
+// ("t.yaml:LINE:COL: ") and contains `phrase`, and is one line.
+void expect_error(const std::string& yaml, const std::string& prefix, const std::string& phrase) {
+  LoadResult r = load(yaml);
+  INFO("yaml:\n" << yaml << "\nerror: " << r.error);
+  REQUIRE_FALSE(r);
+  CHECK_FALSE(r.config.has_value());
+  CHECK(r.error.rfind(prefix, 0) == 0);
+  CHECK(r.error.find(phrase) != std::string::npos);
+  CHECK(r.error.find('\n') == std::string::npos);
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+const Group* find_group(const Config& c, const std::string& name) {
+  for (const auto& g : c.groups)
+    if (g.name == name) return &g;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("a file with every key loads every field") {
+  LoadResult r = load(R"(paths:
+  - name: a
+    uri: nbd+unix:///?socket=/run/a.sock
+    group: primary
+    weight: 3
+    max-inflight: 128
+    throughput: 2.5
+  - name: b
+    uri: nbds://10.0.0.2:10810/disk
+    group: secondary
+groups:
+  - name: primary
+    priority: 10
+  - name: secondary
+    priority: -1
+selector: round-robin
+timeouts:
+  attempt: 500ms
+  request: 1m
+  connect: 1.5s
+failover:
+  retries: 3
+  eio: return
+  failback: 30s
+  reconnect-min: 50ms
+  reconnect-max: 10s
+no-path:
+  policy: fail
+  max-time: 2m
+  max-requests: 100
+checker:
+  interval: 250ms
+durability:
+  shared-cache: true
+stale-writes:
+  max-bytes: 128MiB
+)");
+  INFO(r.error);
+  REQUIRE(r);
+  const Config& c = *r.config;
+  CHECK(r.error.empty());
+  CHECK(c.source == "t.yaml");
+
+  REQUIRE(c.paths.size() == 2);
+  CHECK(c.paths[0].name == "a");
+  CHECK(c.paths[0].uri == "nbd+unix:///?socket=/run/a.sock");
+  CHECK(c.paths[0].group == "primary");
+  CHECK(c.paths[0].weight == 3);
+  CHECK(c.paths[0].max_inflight == 128);
+  CHECK(c.paths[0].throughput == doctest::Approx(2.5));
+  CHECK(c.paths[0].line == 2);
+  CHECK(c.paths[1].name == "b");
+  CHECK(c.paths[1].uri == "nbds://10.0.0.2:10810/disk");
+  CHECK(c.paths[1].group == "secondary");
+  CHECK(c.paths[1].weight == 1);
+  CHECK(c.paths[1].max_inflight == 64);
+  CHECK(c.paths[1].throughput == doctest::Approx(1.0));
+  CHECK(c.paths[1].line == 8);
+
+  REQUIRE(c.groups.size() == 2);
+  CHECK(c.groups[0].name == "primary");
+  CHECK(c.groups[0].priority == 10);
+  CHECK(c.groups[1].name == "secondary");
+  CHECK(c.groups[1].priority == -1);
+  CHECK(find_group(c, "default") == nullptr);
+
+  CHECK(c.selector.kind == SelectorKind::RoundRobin);
+  CHECK(c.timeouts.attempt == 500ms);
+  CHECK(c.timeouts.request == 60s);
+  CHECK(c.timeouts.connect == 1500ms);
+  CHECK(c.failover.max_retries == 3);
+  CHECK(c.failover.eio == EioPolicy::Return);
+  CHECK(c.failover.failback == Failback::Delayed);
+  CHECK(c.failover.failback_delay == 30s);
+  CHECK(c.failover.reconnect_min == 50ms);
+  CHECK(c.failover.reconnect_max == 10s);
+  CHECK(c.no_path.policy == NoPathPolicy::Fail);
+  CHECK(c.no_path.max_time == 120s);
+  CHECK(c.no_path.max_requests == 100);
+  CHECK(c.checker.interval == 250ms);
+  CHECK(c.durability.shared_cache == true);
+  CHECK(c.stale_writes.max_bytes == 128ull << 20);
+}
+
+TEST_CASE("a file with only paths gets every default") {
+  LoadResult r = load(R"(paths:
+  - uri: nbd://a.example
+  - uri: nbd://b.example:10809/export
+)");
+  INFO(r.error);
+  REQUIRE(r);
+  const Config& c = *r.config;
+  REQUIRE(c.paths.size() == 2);
+  CHECK(c.paths[0].name == "path1");
+  CHECK(c.paths[1].name == "path2");
+  for (const auto& p : c.paths) {
+    CHECK(p.group == "default");
+    CHECK(p.weight == 1);
+    CHECK(p.max_inflight == 64);
+    CHECK(p.throughput == doctest::Approx(1.0));
+  }
+  CHECK(c.paths[0].line == 2);
+  CHECK(c.paths[1].line == 3);
+  REQUIRE(c.groups.size() == 1);
+  CHECK(c.groups[0].name == "default");
+  CHECK(c.groups[0].priority == 0);
+  CHECK(c.selector.kind == SelectorKind::ServiceTime);
+  CHECK(c.timeouts.attempt == 2s);
+  CHECK(c.timeouts.request == 30s);
+  CHECK(c.timeouts.connect == 5s);
+  CHECK(c.failover.max_retries == 8);
+  CHECK(c.failover.eio == EioPolicy::Failover);
+  CHECK(c.failover.failback == Failback::Immediate);
+  CHECK(c.failover.failback_delay == 0ms);
+  CHECK(c.failover.reconnect_min == 100ms);
+  CHECK(c.failover.reconnect_max == 5s);
+  CHECK(c.no_path.policy == NoPathPolicy::Queue);
+  CHECK(c.no_path.max_time == 30s);
+  CHECK(c.no_path.max_requests == 4096);
+  CHECK(c.checker.interval == 1s);
+  CHECK(c.durability.shared_cache == false);
+  CHECK(c.stale_writes.max_bytes == 64ull << 20);
+  CHECK(c.source == "t.yaml");
+}
+
+TEST_CASE("groups: the implicit default, declared default and mixes") {
+  SUBCASE("paths in a declared group and in the implicit default") {
+    LoadResult r = load(R"(paths:
+  - uri: nbd://a
+    group: fast
+  - uri: nbd://b
+groups:
+  - name: fast
+    priority: 5
+)");
+    INFO(r.error);
+    REQUIRE(r);
+    REQUIRE(r.config->groups.size() == 2);
+    REQUIRE(find_group(*r.config, "fast"));
+    CHECK(find_group(*r.config, "fast")->priority == 5);
+    REQUIRE(find_group(*r.config, "default"));
+    CHECK(find_group(*r.config, "default")->priority == 0);
+  }
+  SUBCASE("declaring default gives it a priority") {
+    LoadResult r = load(R"(paths:
+  - uri: nbd://a
+groups:
+  - name: default
+    priority: 7
+)");
+    INFO(r.error);
+    REQUIRE(r);
+    REQUIRE(r.config->groups.size() == 1);
+    CHECK(r.config->groups[0].name == "default");
+    CHECK(r.config->groups[0].priority == 7);
+  }
+  SUBCASE("no path in default: default is not listed") {
+    LoadResult r = load(R"(paths:
+  - uri: nbd://a
+    group: g
+groups:
+  - name: g
+)");
+    INFO(r.error);
+    REQUIRE(r);
+    REQUIRE(r.config->groups.size() == 1);
+    CHECK(r.config->groups[0].name == "g");
+    CHECK(r.config->groups[0].priority == 0);
+  }
+  SUBCASE("empty sections are allowed") {
+    LoadResult r = load("paths:\n  - uri: nbd://a\ngroups:\ntimeouts:\nfailover:\n");
+    INFO(r.error);
+    REQUIRE(r);
+    CHECK(r.config->timeouts.attempt == 2s);
+  }
+}
+
+TEST_CASE("failback forms and other accepted spellings") {
+  auto with = [](const std::string& tail) { return load("paths:\n  - uri: nbd://a\n" + tail); };
+  SUBCASE("manual") {
+    LoadResult r = with("failover:\n  failback: manual\n");
+    REQUIRE(r);
+    CHECK(r.config->failover.failback == Failback::Manual);
+  }
+  SUBCASE("immediate") {
+    LoadResult r = with("failover:\n  failback: immediate\n");
+    REQUIRE(r);
+    CHECK(r.config->failover.failback == Failback::Immediate);
+  }
+  SUBCASE("delay in minutes") {
+    LoadResult r = with("failover:\n  failback: 2m\n");
+    REQUIRE(r);
+    CHECK(r.config->failover.failback == Failback::Delayed);
+    CHECK(r.config->failover.failback_delay == 120s);
+  }
+  SUBCASE("byte counts") {
+    LoadResult r = with("stale-writes:\n  max-bytes: 1048576\n");
+    REQUIRE(r);
+    CHECK(r.config->stale_writes.max_bytes == 1048576);
+    r = with("stale-writes:\n  max-bytes: 2G\n");
+    REQUIRE(r);
+    CHECK(r.config->stale_writes.max_bytes == 2ull << 30);
+    r = with("stale-writes:\n  max-bytes: 4096KiB\n");
+    REQUIRE(r);
+    CHECK(r.config->stale_writes.max_bytes == 4ull << 20);
+  }
+  SUBCASE("booleans") {
+    LoadResult r = with("durability:\n  shared-cache: yes\n");
+    REQUIRE(r);
+    CHECK(r.config->durability.shared_cache);
+    r = with("durability:\n  shared-cache: false\n");
+    REQUIRE(r);
+    CHECK_FALSE(r.config->durability.shared_cache);
+  }
+  SUBCASE("selectors") {
+    CHECK(with("selector: queue-length\n").config->selector.kind == SelectorKind::QueueLength);
+    CHECK(with("selector: service-time\n").config->selector.kind == SelectorKind::ServiceTime);
+    CHECK(with("selector: round-robin\n").config->selector.kind == SelectorKind::RoundRobin);
+  }
+  SUBCASE("request equal to attempt is fine") {
+    LoadResult r = with("timeouts:\n  attempt: 30s\n");
+    INFO(r.error);
+    REQUIRE(r);
+    CHECK(r.config->timeouts.attempt == r.config->timeouts.request);
+  }
+  SUBCASE("flow style") {
+    LoadResult r = load("{paths: [{uri: 'nbd://a', weight: 2}], selector: round-robin}");
+    INFO(r.error);
+    REQUIRE(r);
+    CHECK(r.config->paths[0].weight == 2);
+  }
+}
+
+TEST_CASE("YAML syntax errors") {
+  SUBCASE("unclosed flow mapping") {
+    expect_error("paths: [ {uri: nbd://h\n", "t.yaml:2:1: ", "YAML syntax error");
+  }
+  SUBCASE("bad indentation") {
+    expect_error("paths:\n  - uri: nbd://a\n weight: 1\n", "t.yaml:3:", "YAML syntax error");
+  }
+  SUBCASE("tab indentation says so") {
+    expect_error("paths:\n\t- uri: nbd://a\n", "t.yaml:2:", "indent with spaces, not tabs");
+  }
+  SUBCASE("two documents") {
+    expect_error("paths:\n  - uri: nbd://a\n---\npaths: []\n", "t.yaml:4:1: ", "2 YAML documents");
+  }
+}
+
+TEST_CASE("unknown and duplicate keys") {
+  SUBCASE("unknown path key with a close match") {
+    expect_error("paths:\n  - uri: nbd://a\n    wieght: 3\n", "t.yaml:3:5: ",
+                 "unknown key 'wieght' in a path (did you mean 'weight'?): use one of name, uri, "
+                 "group, weight, max-inflight, throughput");
+  }
+  SUBCASE("snake_case key suggests the kebab-case one") {
+    expect_error("paths:\n  - uri: nbd://a\n    max_inflight: 3\n",
+                 "t.yaml:3:5: ", "did you mean 'max-inflight'?");
+  }
+  SUBCASE("unknown top-level key") {
+    expect_error("path:\n  - uri: nbd://a\n", "t.yaml:1:1: ", "did you mean 'paths'?");
+  }
+  SUBCASE("unknown key far from any allowed key has no suggestion") {
+    LoadResult r = load("paths:\n  - uri: nbd://a\ncolour: blue\n");
+    REQUIRE_FALSE(r);
+    CHECK(r.error.rfind("t.yaml:3:1: unknown key 'colour' in the top level: use one of paths, "
+                        "groups, selector",
+                        0) == 0);
+    CHECK_FALSE(contains(r.error, "did you mean"));
+  }
+  SUBCASE("unknown key in a section") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  atempt: 1s\n", "t.yaml:4:3: ",
+                 "unknown key 'atempt' in timeouts: (did you mean 'attempt'?): use one of "
+                 "attempt, request, connect");
+  }
+  SUBCASE("unknown key in a group") {
+    expect_error("paths:\n  - uri: nbd://a\ngroups:\n  - name: default\n    prio: 3\n",
+                 "t.yaml:5:5: ", "unknown key 'prio' in a group");
+  }
+  SUBCASE("key given twice") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: 2\n    weight: 3\n",
+                 "t.yaml:4:5: ", "key 'weight' appears twice in a path (first on line 3)");
+  }
+}
+
+TEST_CASE("wrong types") {
+  SUBCASE("weight is text") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: abc\n",
+                 "t.yaml:3:13: ", "weight must be an integer, not 'abc'");
+  }
+  SUBCASE("weight is a fraction") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: 1.5\n",
+                 "t.yaml:3:13: ", "weight must be an integer, not '1.5'");
+  }
+  SUBCASE("weight is a sequence") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: [1]\n",
+                 "t.yaml:3:13: ", "weight must be an integer, not a sequence");
+  }
+  SUBCASE("empty value points at the key") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight:\n", "t.yaml:3:5: ", "weight has no value");
+  }
+  SUBCASE("throughput is text") {
+    expect_error("paths:\n  - uri: nbd://a\n    throughput: fast\n",
+                 "t.yaml:3:17: ", "throughput must be a number, not 'fast'");
+  }
+  SUBCASE("priority is text") {
+    expect_error("paths:\n  - uri: nbd://a\ngroups:\n  - name: default\n    priority: high\n",
+                 "t.yaml:5:15: ", "priority must be an integer, not 'high'");
+  }
+  SUBCASE("shared-cache is not a boolean") {
+    expect_error("paths:\n  - uri: nbd://a\ndurability:\n  shared-cache: maybe\n",
+                 "t.yaml:4:17: ", "durability.shared-cache must be true or false, not 'maybe'");
+  }
+  SUBCASE("max-bytes is text") {
+    expect_error("paths:\n  - uri: nbd://a\nstale-writes:\n  max-bytes: lots\n",
+                 "t.yaml:4:14: ", "stale-writes.max-bytes must be a byte count");
+  }
+  SUBCASE("selector is unknown, with a suggestion") {
+    expect_error("paths:\n  - uri: nbd://a\nselector: round-robbin\n", "t.yaml:3:11: ",
+                 "selector must be round-robin, queue-length or service-time, not "
+                 "'round-robbin' (did you mean 'round-robin'?)");
+  }
+  SUBCASE("eio policy is unknown") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  eio: panic\n",
+                 "t.yaml:4:8: ", "failover.eio must be failover or return, not 'panic'");
+  }
+  SUBCASE("no-path policy is unknown") {
+    expect_error("paths:\n  - uri: nbd://a\nno-path:\n  policy: wait\n",
+                 "t.yaml:4:11: ", "no-path.policy must be queue or fail, not 'wait'");
+  }
+  SUBCASE("failback is neither word nor duration") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  failback: later\n",
+                 "t.yaml:4:13: ", "failover.failback must be immediate, manual or a duration");
+  }
+  SUBCASE("a section is a scalar") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts: 5s\n", "t.yaml:3:11: ",
+                 "timeouts must be a mapping of attempt, request or connect, not '5s'");
+  }
+  SUBCASE("the top level is a sequence") {
+    expect_error("- uri: nbd://a\n", "t.yaml:1:1: ", "the top level must be a mapping");
+  }
+  SUBCASE("a path is a bare URI") {
+    expect_error("paths:\n  - nbd://a\n", "t.yaml:2:5: ",
+                 "each path must be a mapping with a uri, not 'nbd://a': write '- uri: nbd://a'");
+  }
+  SUBCASE("paths is a mapping") {
+    expect_error("paths:\n  uri: nbd://a\n", "t.yaml:2:3: ", "paths must be a sequence");
+  }
+  SUBCASE("a path name with a blank") {
+    expect_error("paths:\n  - uri: nbd://a\n    name: a b\n",
+                 "t.yaml:3:11: ", "path name 'a b' contains a blank");
+  }
+}
+
+TEST_CASE("durations in the file") {
+  SUBCASE("a bare integer needs a unit") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  attempt: 5\n",
+                 "t.yaml:4:12: ", "timeouts.attempt '5' has no unit: units are required");
+  }
+  SUBCASE("negative") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  connect: -5s\n",
+                 "t.yaml:4:12: ", "timeouts.connect '-5s' is negative");
+  }
+  SUBCASE("zero attempt") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  attempt: 0s\n",
+                 "t.yaml:4:12: ", "timeouts.attempt must be at least 1ms, not '0s'");
+  }
+  SUBCASE("garbage") {
+    expect_error("paths:\n  - uri: nbd://a\nno-path:\n  max-time: soon\n",
+                 "t.yaml:4:13: ", "no-path.max-time must be a duration such as 250ms");
+  }
+  SUBCASE("checker interval below 10ms") {
+    expect_error("paths:\n  - uri: nbd://a\nchecker:\n  interval: 5ms\n",
+                 "t.yaml:4:13: ", "checker.interval must be at least 10ms, not '5ms'");
+  }
+  SUBCASE("too long") {
+    expect_error("paths:\n  - uri: nbd://a\nno-path:\n  max-time: 999999999m\n",
+                 "t.yaml:4:13: ", "is too long");
+  }
+}
+
+TEST_CASE("out-of-range values state the range") {
+  SUBCASE("weight 0") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: 0\n",
+                 "t.yaml:3:13: ", "weight must be from 1 to 1000, not '0'");
+  }
+  SUBCASE("weight 1001") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: 1001\n",
+                 "t.yaml:3:13: ", "weight must be from 1 to 1000, not '1001'");
+  }
+  SUBCASE("weight beyond 64 bits") {
+    expect_error("paths:\n  - uri: nbd://a\n    weight: 99999999999999999999999\n",
+                 "t.yaml:3:13: ", "weight must be from 1 to 1000");
+  }
+  SUBCASE("max-inflight 4097") {
+    expect_error("paths:\n  - uri: nbd://a\n    max-inflight: 4097\n",
+                 "t.yaml:3:19: ", "max-inflight must be from 1 to 4096, not '4097'");
+  }
+  SUBCASE("throughput 0") {
+    expect_error("paths:\n  - uri: nbd://a\n    throughput: 0\n",
+                 "t.yaml:3:17: ", "throughput must be greater than 0, not '0'");
+  }
+  SUBCASE("throughput inf") {
+    expect_error("paths:\n  - uri: nbd://a\n    throughput: inf\n",
+                 "t.yaml:3:17: ", "throughput must be a number, not 'inf'");
+  }
+  SUBCASE("retries 101") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  retries: 101\n",
+                 "t.yaml:4:12: ", "failover.retries must be from 0 to 100, not '101'");
+  }
+  SUBCASE("retries -1") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  retries: -1\n",
+                 "t.yaml:4:12: ", "failover.retries must be from 0 to 100, not '-1'");
+  }
+  SUBCASE("max-requests 0") {
+    expect_error("paths:\n  - uri: nbd://a\nno-path:\n  max-requests: 0\n",
+                 "t.yaml:4:17: ", "no-path.max-requests must be from 1 to 1000000, not '0'");
+  }
+  SUBCASE("max-bytes below 1MiB") {
+    expect_error("paths:\n  - uri: nbd://a\nstale-writes:\n  max-bytes: 1000K\n", "t.yaml:4:14: ",
+                 "stale-writes.max-bytes must be at least 1MiB (1048576 bytes), not '1000K'");
+  }
+  SUBCASE("max-bytes overflows 64 bits") {
+    expect_error("paths:\n  - uri: nbd://a\nstale-writes:\n  max-bytes: 99999999999999GiB\n",
+                 "t.yaml:4:14: ", "is too large");
+  }
+  SUBCASE("delayed failback of 0s") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  failback: 0s\n",
+                 "t.yaml:4:13: ", "failover.failback must be at least 1ms");
+  }
+}
+
+TEST_CASE("paths: missing, empty, without uri, bad uri, duplicate names") {
+  SUBCASE("empty sequence") {
+    expect_error("paths: []\n",
+                 "t.yaml:1:8: ", "paths: is empty: add at least one path with a uri");
+  }
+  SUBCASE("no value") {
+    expect_error("selector: round-robin\npaths:\n",
+                 "t.yaml:2:1: ", "paths: is empty: add at least one path with a uri");
+  }
+  SUBCASE("no paths key") {
+    expect_error("selector: round-robin\n", "t.yaml:1:1: ", "paths: is missing");
+  }
+  SUBCASE("empty file") {
+    expect_error("", "t.yaml:1:1: ", "the file is empty");
+  }
+  SUBCASE("comment-only file") {
+    expect_error("# nothing\n", "t.yaml:1:1: ", "the file is empty");
+  }
+  SUBCASE("missing uri points at the name") {
+    expect_error("paths:\n  - uri: nbd://a\n  - name: b\n    weight: 2\n",
+                 "t.yaml:3:11: ", "path 'b' has no uri");
+  }
+  SUBCASE("missing uri without a name points at the entry") {
+    expect_error("paths:\n  - uri: nbd://a\n  - weight: 2\n",
+                 "t.yaml:3:5: ", "path 'path2' has no uri");
+  }
+  SUBCASE("bad uri uses check_uri's sentence") {
+    expect_error("paths:\n  - uri: http://x\n", "t.yaml:2:10: ",
+                 "unsupported scheme 'http' in 'http://x': use nbd://HOST[:PORT][/EXPORT]");
+  }
+  SUBCASE("unix uri without socket") {
+    expect_error("paths:\n  - uri: nbd+unix:///disk\n", "t.yaml:2:10: ", "has no socket=");
+  }
+  SUBCASE("duplicate names name both lines") {
+    expect_error("paths:\n  - name: a\n    uri: nbd://x\n  - name: a\n    uri: nbd://y\n",
+                 "t.yaml:4:11: ", "path name 'a' is used on lines 2 and 4");
+  }
+  SUBCASE("explicit name clashes with a default name") {
+    expect_error("paths:\n  - uri: nbd://x\n  - name: path1\n    uri: nbd://y\n",
+                 "t.yaml:3:11: ", "path name 'path1' is used on lines 2 and 3");
+  }
+}
+
+TEST_CASE("groups: duplicates, unknown, unused, unnamed") {
+  SUBCASE("duplicate group names") {
+    expect_error(R"(paths:
+  - uri: nbd://a
+    group: g
+groups:
+  - name: g
+  - name: g
+)",
+                 "t.yaml:6:11: ", "group name 'g' is used on lines 5 and 6");
+  }
+  SUBCASE("unknown group") {
+    expect_error(R"(paths:
+  - uri: nbd://a
+    group: primary
+groups:
+  - name: primry
+)",
+                 "t.yaml:3:12: ",
+                 "unknown group 'primary' (did you mean 'primry'?): declare it under groups: or "
+                 "use one of primry, default");
+  }
+  SUBCASE("unknown group with no groups section") {
+    expect_error("paths:\n  - uri: nbd://a\n    group: fast\n",
+                 "t.yaml:3:12: ", "unknown group 'fast'");
+  }
+  SUBCASE("declared group without paths") {
+    expect_error(R"(paths:
+  - uri: nbd://a
+groups:
+  - name: spare
+    priority: 1
+)",
+                 "t.yaml:4:11: ", "group 'spare' has no paths: remove it or put a path in it");
+  }
+  SUBCASE("declared default without paths") {
+    expect_error(R"(paths:
+  - uri: nbd://a
+    group: g
+groups:
+  - name: g
+  - name: default
+)",
+                 "t.yaml:6:11: ", "group 'default' has no paths");
+  }
+  SUBCASE("group without a name") {
+    expect_error("paths:\n  - uri: nbd://a\ngroups:\n  - priority: 1\n",
+                 "t.yaml:4:5: ", "this group has no name");
+  }
+}
+
+TEST_CASE("cross-field rules") {
+  SUBCASE("request shorter than attempt") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  attempt: 5s\n  request: 1s\n",
+                 "t.yaml:5:12: ",
+                 "timeouts.request (1s) is shorter than timeouts.attempt (5s): make "
+                 "timeouts.request at least as long as timeouts.attempt");
+  }
+  SUBCASE("attempt longer than the default request points at attempt") {
+    expect_error("paths:\n  - uri: nbd://a\ntimeouts:\n  attempt: 1m\n",
+                 "t.yaml:4:12: ", "timeouts.request (30s) is shorter than timeouts.attempt (1m)");
+  }
+  SUBCASE("reconnect-max shorter than reconnect-min") {
+    expect_error(
+        "paths:\n  - uri: nbd://a\nfailover:\n  reconnect-min: 2s\n  reconnect-max: 500ms\n",
+        "t.yaml:5:18: ",
+        "failover.reconnect-max (500ms) is shorter than failover.reconnect-min (2s)");
+  }
+  SUBCASE("reconnect-min above the default max points at min") {
+    expect_error("paths:\n  - uri: nbd://a\nfailover:\n  reconnect-min: 10s\n",
+                 "t.yaml:4:18: ", "is shorter than failover.reconnect-min (10s)");
+  }
+}
+
+TEST_CASE("load_file") {
+  SUBCASE("missing file") {
+    LoadResult r = load_file("/nonexistent/dir/disk.yaml");
+    REQUIRE_FALSE(r);
+    CHECK(r.error == "/nonexistent/dir/disk.yaml: cannot read: No such file or directory");
+  }
+  SUBCASE("a directory") {
+    LoadResult r = load_file("/");
+    REQUIRE_FALSE(r);
+    CHECK(r.error.rfind("/: cannot read: ", 0) == 0);
+  }
+  SUBCASE("a real file, good then bad") {
+    char name[] = "/tmp/mp-config-test-XXXXXX";
+    int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    const std::string good = "# two paths\npaths:\n  - uri: nbd://a\n  - uri: nbd://b\n";
+    REQUIRE(write(fd, good.data(), good.size()) == static_cast<ssize_t>(good.size()));
+    close(fd);
+    LoadResult r = load_file(name);
+    INFO(r.error);
+    CHECK(r);
+    if (r) {
+      CHECK(r.config->source == name);
+      REQUIRE(r.config->paths.size() == 2);
+      CHECK(r.config->paths[1].line == 4);
+    }
+    FILE* f = std::fopen(name, "w");
+    REQUIRE(f);
+    std::fputs("paths:\n  - uri: nbd://a\n    weight: heavy\n", f);
+    std::fclose(f);
+    LoadResult bad = load_file(name);
+    std::remove(name);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error == std::string(name) + ":3:13: weight must be an integer, not 'heavy'");
+  }
+}
+
+TEST_CASE("parse_duration") {
+  CHECK(parse_duration("250ms") == 250ms);
+  CHECK(parse_duration("5s") == 5s);
+  CHECK(parse_duration("1.5s") == 1500ms);
+  CHECK(parse_duration("2m") == 120s);
+  CHECK(parse_duration("0.5m") == 30s);
+  CHECK(parse_duration("1.25s") == 1250ms);
+  CHECK(parse_duration("0.001s") == 1ms);
+  CHECK(parse_duration("1.000000000000000000000s") == 1s);
+  CHECK(parse_duration("007s") == 7s);
+  CHECK(parse_duration("0s") == 0ms);
+  CHECK(parse_duration("0ms") == 0ms);
+  CHECK(parse_duration("525600m") == std::chrono::hours(24 * 365));
+
+  CHECK_FALSE(parse_duration(""));
+  CHECK_FALSE(parse_duration("5"));  // units are required
+  CHECK_FALSE(parse_duration("1.5"));
+  CHECK_FALSE(parse_duration("s"));
+  CHECK_FALSE(parse_duration("ms"));
+  CHECK_FALSE(parse_duration("5h"));
+  CHECK_FALSE(parse_duration("5 s"));
+  CHECK_FALSE(parse_duration(" 5s"));
+  CHECK_FALSE(parse_duration("5S"));
+  CHECK_FALSE(parse_duration("-5s"));
+  CHECK_FALSE(parse_duration("+5s"));
+  CHECK_FALSE(parse_duration(".5s"));
+  CHECK_FALSE(parse_duration("5.s"));
+  CHECK_FALSE(parse_duration("1e3ms"));
+  CHECK_FALSE(parse_duration("1.5ms"));       // not a whole millisecond
+  CHECK_FALSE(parse_duration("0.0000001m"));  // not a whole millisecond
+  CHECK_FALSE(parse_duration("525601m"));     // longer than a year
+  CHECK_FALSE(parse_duration("99999999999999999999999999m"));
+}
+
+TEST_CASE("check_uri") {
+  SUBCASE("good") {
+    for (const char* uri : {
+             "nbd://host",
+             "nbd://host:10809",
+             "nbd://host/export",
+             "nbd://host:10809/export",
+             "nbd://192.168.1.2/",
+             "nbd://[::1]:10809/disk",
+             "nbds://host/export?tls-certificates=/etc/pki/nbd",
+             "nbds://alice@host/export",
+             "nbd+unix:///?socket=/run/a.sock",
+             "nbd+unix:///export?socket=/run/a.sock",
+             "nbd+unix:?socket=/run/a.sock",
+             "nbds+unix:///?socket=%2Frun%2Fa.sock",
+         }) {
+      INFO(uri);
+      CHECK(check_uri(uri) == "");
+    }
+  }
+  SUBCASE("unsupported scheme") {
+    CHECK(check_uri("http://x") ==
+          "unsupported scheme 'http' in 'http://x': use nbd://HOST[:PORT][/EXPORT], "
+          "nbds://HOST[:PORT][/EXPORT], nbd+unix:///[EXPORT]?socket=PATH or "
+          "nbds+unix:///[EXPORT]?socket=PATH");
+    CHECK(contains(check_uri("NBD://x"), "unsupported scheme 'NBD'"));
+    CHECK(contains(check_uri("host:10809"), "unsupported scheme 'host'"));
+  }
+  SUBCASE("bad") {
+    struct Case {
+      const char* uri;
+      const char* phrase;
+    };
+    for (const Case& c : {
+             Case{"", "the URI is empty"},
+             Case{"/run/a.sock", "has no scheme"},
+             Case{"nbd://a b", "is not a valid URI (error at character 8)"},
+             Case{"nbd:///export", "has no host: use nbd://HOST[:PORT][/EXPORT]"},
+             Case{"nbds://", "has no host: use nbds://HOST[:PORT][/EXPORT]"},
+             Case{"nbd://host:0",
+                  "port '0' in 'nbd://host:0' is not a port number: use a port "
+                  "from 1 to 65535"},
+             Case{"nbd://host:65536/x", "port '65536'"},
+             Case{"nbd://host:/x", "port ''"},
+             Case{"nbd://host?socket=/run/a.sock", "has socket= but nbd:// connects over TCP"},
+             Case{"nbd://host/x#frag", "has a fragment ('#frag')"},
+             Case{"nbd+unix://host/?socket=/run/a.sock", "names a host or port"},
+             Case{"nbd+unix:///export", "has no socket= in its query"},
+             Case{"nbds+unix:///?tls=on", "has no socket= in its query"},
+             Case{"nbd+unix:///?socket=run/a.sock",
+                  "socket path 'run/a.sock' in 'nbd+unix:///?socket=run/a.sock' is not absolute"},
+             Case{"nbd+unix:///?socket=", "is not absolute"},
+             Case{"nbd+unix:///?socket=/a&socket=/b", "has socket= twice"},
+         }) {
+      INFO(c.uri);
+      std::string err = check_uri(c.uri);
+      CHECK(contains(err, c.phrase));
+      CHECK(err.find('\n') == std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("from_quick_args") {
+  SUBCASE("paths get names and the default group") {
+    LoadResult r = from_quick_args({{"nbd://a", "nbd+unix:///?socket=/run/b.sock"}, {}});
+    INFO(r.error);
+    REQUIRE(r);
+    const Config& c = *r.config;
+    CHECK(c.source == "command line");
+    REQUIRE(c.paths.size() == 2);
+    CHECK(c.paths[0].name == "path1");
+    CHECK(c.paths[0].uri == "nbd://a");
+    CHECK(c.paths[1].name == "path2");
+    CHECK(c.paths[1].uri == "nbd+unix:///?socket=/run/b.sock");
+    CHECK(c.paths[1].group == "default");
+    CHECK(c.paths[1].line == 0);
+    REQUIRE(c.groups.size() == 1);
+    CHECK(c.groups[0].name == "default");
+    CHECK(c.groups[0].priority == 0);
+    CHECK(c.selector.kind == SelectorKind::ServiceTime);
+    CHECK(c.timeouts.attempt == 2s);
+    CHECK(c.timeouts.request == 30s);
+    CHECK(c.no_path.policy == NoPathPolicy::Queue);
+    CHECK(c.failover.max_retries == 8);
+    CHECK_FALSE(c.durability.shared_cache);
+  }
+  SUBCASE("every option") {
+    LoadResult r = from_quick_args({{"nbd://a", "nbd://b"},
+                                    {{"selector", "round-robin"},
+                                     {"timeout", "500ms"},
+                                     {"request-timeout", "10s"},
+                                     {"connect-timeout", "3s"},
+                                     {"no-path", "fail"},
+                                     {"retries", "2"},
+                                     {"shared-cache", "yes"},
+                                     {"path", "nbd://c"}}});
+    INFO(r.error);
+    REQUIRE(r);
+    const Config& c = *r.config;
+    CHECK(c.selector.kind == SelectorKind::RoundRobin);
+    CHECK(c.timeouts.attempt == 500ms);
+    CHECK(c.timeouts.request == 10s);
+    CHECK(c.timeouts.connect == 3s);
+    CHECK(c.no_path.policy == NoPathPolicy::Fail);
+    CHECK(c.failover.max_retries == 2);
+    CHECK(c.durability.shared_cache);
+    REQUIRE(c.paths.size() == 3);
+    CHECK(c.paths[2].name == "path3");
+    CHECK(c.paths[2].uri == "nbd://c");
+  }
+  SUBCASE("shared-cache spellings") {
+    for (const char* yes : {"true", "1", "yes"}) {
+      LoadResult r = from_quick_args({{"nbd://a"}, {{"shared-cache", yes}}});
+      REQUIRE(r);
+      CHECK(r.config->durability.shared_cache);
+    }
+    for (const char* no : {"false", "0", "no"}) {
+      LoadResult r = from_quick_args({{"nbd://a"}, {{"shared-cache", no}}});
+      REQUIRE(r);
+      CHECK_FALSE(r.config->durability.shared_cache);
+    }
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"shared-cache", "sometimes"}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error == "command line: shared-cache must be true or false, not 'sometimes'");
+  }
+  SUBCASE("unknown parameter") {
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"foo", "1"}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error ==
+          "command line: unknown parameter 'foo': use one of path, config, selector, timeout, "
+          "request-timeout, connect-timeout, no-path, retries, shared-cache");
+  }
+  SUBCASE("unknown parameter close to a known one") {
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"timout", "1s"}}});
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "unknown parameter 'timout' (did you mean 'timeout'?)"));
+  }
+  SUBCASE("no paths") {
+    LoadResult r = from_quick_args({{}, {{"timeout", "1s"}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error.rfind("command line: no paths given: add at least one path=URI", 0) == 0);
+  }
+  SUBCASE("bad uri") {
+    LoadResult r = from_quick_args({{"nbd://a", "ftp://b"}, {}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error.rfind("command line: unsupported scheme 'ftp' in 'ftp://b': use ", 0) == 0);
+  }
+  SUBCASE("bad values") {
+    struct Case {
+      const char* key;
+      const char* value;
+      const char* error;
+    };
+    for (const Case& c : {
+             Case{"timeout", "5", "command line: timeout '5' has no unit: units are required"},
+             Case{"timeout", "0ms", "command line: timeout must be at least 1ms, not '0ms'"},
+             Case{"request-timeout", "-1s", "command line: request-timeout '-1s' is negative"},
+             Case{"connect-timeout", "x", "command line: connect-timeout must be a duration"},
+             Case{"retries", "101", "command line: retries must be from 0 to 100, not '101'"},
+             Case{"retries", "two", "command line: retries must be an integer, not 'two'"},
+             Case{"selector", "fastest",
+                  "command line: selector must be round-robin, "
+                  "queue-length or service-time, not 'fastest'"},
+             Case{"no-path", "wait", "command line: no-path must be queue or fail, not 'wait'"},
+         }) {
+      INFO(c.key << "=" << c.value);
+      LoadResult r = from_quick_args({{"nbd://a"}, {{c.key, c.value}}});
+      REQUIRE_FALSE(r);
+      CHECK(r.error.rfind(c.error, 0) == 0);
+    }
+  }
+  SUBCASE("timeout longer than request-timeout") {
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"timeout", "1m"}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error ==
+          "command line: request-timeout (30s) is shorter than timeout (1m): make "
+          "request-timeout at least as long as timeout");
+    r = from_quick_args({{"nbd://a"}, {{"timeout", "1m"}, {"request-timeout", "2m"}}});
+    CHECK(r);
+  }
+  SUBCASE("an option given twice") {
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"retries", "1"}, {"retries", "2"}}});
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "retries= is given twice"));
+  }
+  SUBCASE("config= among quick parameters") {
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"config", "/etc/disk.yaml"}}});
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "config= cannot be combined"));
+  }
+}
+
+TEST_CASE("to_string(SelectorKind)") {
+  CHECK(std::string(to_string(SelectorKind::RoundRobin)) == "round-robin");
+  CHECK(std::string(to_string(SelectorKind::QueueLength)) == "queue-length");
+  CHECK(std::string(to_string(SelectorKind::ServiceTime)) == "service-time");
+}
+
+TEST_CASE("every file in config/examples loads") {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(__FILE__).parent_path() / ".." / ".." / "config" / "examples";
+  REQUIRE(fs::is_directory(dir));
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++count;
+    LoadResult r = load_file(entry.path().string());
+    INFO(entry.path().string() << ": " << r.error);
+    CHECK(r);
+  }
+  CHECK(count >= 3);
+
+  LoadResult full = load_file((dir / "full.yaml").string());
+  REQUIRE(full);
+  CHECK(full.config->groups.size() >= 2);
+  LoadResult fb = load_file((dir / "groups-failback.yaml").string());
+  REQUIRE(fb);
+  CHECK(fb.config->failover.failback == Failback::Delayed);
+  CHECK(fb.config->no_path.policy == NoPathPolicy::Queue);
+  CHECK(fb.config->groups.size() == 2);
+}

@@ -469,6 +469,9 @@ void Engine::no_path(Request& r) {
     return finish(r, EIO);
   }
   stats_.queued_no_path++;
+  log(LogLevel::Debug, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
+                           " queued: no usable path (" + std::to_string(no_path_count_ + 1) +
+                           " queued)");
   wait(r, Request::Wait::NoPath, rt_.now() + cfg_.no_path.max_time);
 }
 

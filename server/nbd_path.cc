@@ -39,7 +39,7 @@ struct Cmd {
 
 std::string last_error() {
   const char* e = nbd_get_error();
-  return e ? e : "unknown libnbd error";
+  return e && *e ? e : "";
 }
 
 // True when a read on fd would not block (data, EOF or an error is there).
@@ -85,6 +85,14 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   bool draining = false;
   unsigned inflight = 0;
   std::vector<Cmd*> done;
+  std::string error;  // why the connection died, from the libnbd call that saw it
+
+  void note(int rc) {
+    if (rc == -1 && error.empty()) error = last_error();
+  }
+  std::string why() const {
+    return error.empty() ? std::string("the server closed the connection") : error;
+  }
 
   Conn(NbdPath* o) : owner(o) {}
   ~Conn() { close_now(); }
@@ -147,7 +155,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
         // while a send is under way, make sure there really is something.
         if (!(nbd_aio_get_direction(self->h) & LIBNBD_AIO_DIRECTION_WRITE) ||
             readable_now(self->fd))
-          nbd_aio_notify_read(self->h);
+          self->note(nbd_aio_notify_read(self->h));
         self->after_io();
       });
     }
@@ -156,7 +164,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
       sd->async_wait(asio::posix::stream_descriptor::wait_write, [self](std::error_code ec) {
         self->write_wait = false;
         if (ec || !self->h || self->close_posted) return;
-        nbd_aio_notify_write(self->h);
+        self->note(nbd_aio_notify_write(self->h));
         self->after_io();
       });
     }
@@ -177,11 +185,11 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
       } else if (is_dead) {
         connecting = false;
         dead = true;
-        owner->conn_dead(*this, "connect failed: " + last_error());
+        owner->conn_dead(*this, "connect failed: " + why());
       }
     } else if (is_dead && !dead) {
       dead = true;
-      owner->conn_dead(*this, "connection lost: " + last_error());
+      owner->conn_dead(*this, "connection lost: " + why());
     }
     maybe_close();
     arm();
@@ -360,7 +368,7 @@ bool nbd_probe_caps(const std::string& uri, std::chrono::milliseconds timeout, P
                     std::string* error) {
   nbd_handle* h = nbd_create();
   if (!h) {
-    *error = last_error();
+    *error = "cannot create a libnbd handle: " + last_error();
     return false;
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -377,6 +385,7 @@ bool nbd_probe_caps(const std::string& uri, std::chrono::milliseconds timeout, P
   }
   if (!ok || !nbd_aio_is_ready(h)) {
     *error = last_error();
+    if (error->empty()) *error = "the server closed the connection during the handshake";
     nbd_close(h);
     return false;
   }

@@ -419,8 +419,12 @@ void Engine::submit(Request& r) {
 void Engine::dispatch(Request& r) {
   if (stopping_) return finish(r, EIO);
   if (r.op == Op::Flush) return dispatch_flush(r);
-  if (is_write(r.op) && opts_.track_stale_writes && tracker_.must_hold(r.offset, r.count, r.tag))
+  if (is_write(r.op) && opts_.track_stale_writes && tracker_.must_hold(r.offset, r.count, r.tag)) {
+    log(LogLevel::Debug, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
+                             " held: an abandoned write over its range has no shadow "
+                             "(stale-writes max-bytes reached)");
     return wait(r, Request::Wait::Hold, r.deadline);
+  }
   Group* g = serving_group();
   if (!g) return no_path(r);
   auto id = g->selector->select_path(r.count);

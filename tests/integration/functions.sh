@@ -56,7 +56,10 @@ _MP_MAIN_PID=
 _MP_T0=
 _MP_LAST_ERR=
 _MP_FIO_N=0
-MP_TMP=${MP_TMP:-}
+_MP_OWN_TMP=
+# Never inherited: a test run from inside another test must not adopt (and
+# at exit delete) the outer test's directory.
+MP_TMP=
 
 # ---------------------------------------------------------------- basics ----
 
@@ -210,6 +213,7 @@ mp_init() {
   local base=${TMPDIR:-/tmp}
   ((${#base} <= 48)) || base=/tmp
   MP_TMP=$(mktemp -d "$base/mp.XXXXXX")
+  _MP_OWN_TMP=$MP_TMP
   export MP_TMP
   # Anything the tools put in a temp dir lands in ours and goes with it.
   export TMPDIR=$MP_TMP
@@ -326,14 +330,15 @@ _mp_terminate() {
 
 # Tail every log in $MP_TMP to stderr.
 _mp_dump_logs() {
-  local f n=${MP_LOG_LINES:-40}
+  local f n=${MP_LOG_LINES:-40} any=''
   [[ -n $MP_TMP && -d $MP_TMP ]] || return 0
   for f in "$MP_TMP"/*.log; do
     [[ -e $f ]] || continue
     printf '\n===== last %d lines of %s =====\n' "$n" "${f##*/}" >&2
     tail -n "$n" "$f" >&2 || true
+    any=1
   done
-  printf '===== end of logs =====\n\n' >&2
+  [[ -z $any ]] || printf '===== end of logs =====\n\n' >&2
 }
 
 # Problems a sanitizer or UBSan printed into a multipath log.
@@ -394,7 +399,7 @@ _mp_on_exit() {
     _mp_dump_logs
     rc=1
   fi
-  if [[ -n $MP_TMP && -d $MP_TMP ]]; then
+  if [[ -n $MP_TMP && -d $MP_TMP && $MP_TMP == "$_MP_OWN_TMP" ]]; then
     if [[ -n ${MP_KEEP_TMP:-} ]]; then
       mp_log "kept $MP_TMP"
     else
@@ -428,9 +433,12 @@ clear_errors() { rm -f "$(error_file "$1")"; }
 pause_ctl() { echo "$MP_TMP/$1.ctl"; }
 
 # Plugin debug flags: -v and -D multipath.verbose=1 when MP_VERBOSE is set.
+# MP_NBDKIT_OPTS adds nbdkit options (e.g. -D multipath.unsafe_retry=1).
 mp_debug_flags() {
   if [[ -n ${MP_VERBOSE:-} ]]; then
-    echo "-v -D multipath.verbose=1"
+    echo "-v -D multipath.verbose=1 ${MP_NBDKIT_OPTS:-}"
+  else
+    echo "${MP_NBDKIT_OPTS:-}"
   fi
 }
 

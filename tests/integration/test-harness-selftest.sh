@@ -11,7 +11,7 @@
 # fails requests only while its error-file exists; the pause filter; fio in
 # the foreground and background; start_multipath / shutdown checks; and that
 # cleanup stops every server when a test fails, is interrupted or is killed.
-# shellcheck disable=SC2016  # child test scripts are single-quoted on purpose
+# shellcheck disable=SC2016,SC2119  # child scripts are single-quoted on purpose; fio_* default to $MP_FIO_JSON
 FUNCS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/functions.sh"
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$FUNCS"

@@ -62,7 +62,7 @@ read -r -a mp_args <<<"$MP_ARGS"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "RUNTIME must be a positive integer (seconds)"
 [[ $RAMP =~ ^[0-9]+$ ]] || die "RAMP must be an integer (seconds)"
-need_mp= need_u2=
+need_mp='' need_u2=''
 for t in "${targets[@]}"; do
   case $t in
     direct | nbdplugin) ;;
@@ -79,9 +79,9 @@ fi
 # is the number of requests fio keeps in flight on it.
 workload_args() {
   case $1 in
-    rr4k-qd1) wl_args=(--rw=randread --bs=4k --iodepth=1) wl_metric=iops ;;
-    rr4k-qd32) wl_args=(--rw=randread --bs=4k --iodepth=32) wl_metric=iops ;;
-    seq1m-qd8) wl_args=(--rw=read --bs=1m --iodepth=8) wl_metric=mibs ;;
+    rr4k-qd1) wl_args=(--rw=randread --bs=4k --iodepth=1) ;;
+    rr4k-qd32) wl_args=(--rw=randread --bs=4k --iodepth=32) ;;
+    seq1m-qd8) wl_args=(--rw=read --bs=1m --iodepth=8) ;;
     *) return 1 ;;
   esac
 }
@@ -168,10 +168,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" \
         --norandommap --randrepeat=0 ||
         die "fio failed: round $r, $t, $w"
-      errs=$(fio_errors)
+      errs=$(fio_errors "$MP_FIO_JSON")
       ((errs == 0)) || die "$errs I/O errors: round $r, $t, $w"
-      iops=$(fio_iops)
-      mibs=$(fio_bw_mib)
+      iops=$(fio_iops "$MP_FIO_JSON")
+      mibs=$(fio_bw_mib "$MP_FIO_JSON")
       echo "$r,$t,$w,$iops,$mibs" >>"$raw"
       printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$r" "$ROUNDS" "$t" "$w" "$iops" "$mibs" >&2
     done

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian bookworm machine: installs what is
+# missing, then builds and tests three variants: default, address (asan +
+# ubsan) and thread (tsan). MP_VARIANTS="default" runs one only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+
+for v in ${MP_VARIANTS:-default address thread}; do
+  case $v in
+    default) dir=build sanitize= ;;
+    address | thread) dir=build-$v sanitize=$v ;;
+    *) echo "test.sh: unknown variant '$v': use default, address or thread" >&2; exit 2 ;;
+  esac
+  echo "=== $v build ($dir)"
+  cmake -S . -B "$dir" -DMP_SANITIZE="$sanitize" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+  echo "=== $v tests"
+  # Integration tests run one at a time: they assert on failover timing.
+  (cd "$dir" && ctest --output-on-failure -L unit -j"$(nproc)" &&
+    ctest --output-on-failure -L integration)
+done
+echo "=== all tests passed: ${MP_VARIANTS:-default address thread}"

@@ -947,16 +947,21 @@ LoadResult load_string(const std::string& text, const std::string& name) {
   }
 }
 
+const char* errno_text(int err) {
+  const char* d = strerrordesc_np(err);
+  return d ? d : "unknown error";
+}
+
 LoadResult load_file(const std::string& filename) {
   try {
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(filename.c_str(), "rb"), std::fclose);
-    if (!f) return error_result(filename + ": cannot read: " + std::strerror(errno));
+    if (!f) return error_result(filename + ": cannot read: " + errno_text(errno));
     std::string text;
     char buf[8192];
     std::size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) text.append(buf, n);
     if (std::ferror(f.get()))
-      return error_result(filename + ": cannot read: " + std::strerror(errno));
+      return error_result(filename + ": cannot read: " + errno_text(errno));
     return load_string(text, filename);
   } catch (const std::exception& e) {
     return error_result(filename + ": cannot read: " + e.what());

@@ -68,7 +68,8 @@ struct Checker {
 struct Durability {
   // True when all paths reach one coherent cache (one file on one host, or one
   // array): a flush on any live path then covers writes carried by a path that
-  // has since died. False: such a flush fails with EIO.
+  // has since died. False: such a flush waits for that path to come back (up
+  // to the request deadline), then fails with EIO.
   bool shared_cache = false;
 };
 
@@ -118,5 +119,10 @@ std::string check_uri(const std::string& uri);
 std::optional<Duration> parse_duration(const std::string& text);
 
 const char* to_string(SelectorKind k);
+
+// The English text of an errno value. Unlike strerror it takes no locale
+// lock (glibc's strerror goes through gettext, which deadlocked nbdkit's exit
+// under AddressSanitizer), and it is thread-safe.
+const char* errno_text(int err);
 
 }  // namespace mp::config

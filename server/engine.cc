@@ -136,6 +136,7 @@ struct PathSlot {
   // write_gen covered by the last successful flush. Dirty while they differ.
   std::uint64_t write_gen = 0;
   std::uint64_t flushed_gen = 0;
+  std::string refusal;  // why its last connection was refused, logged once
   PathStats stats;
   bool dirty() const { return write_gen != flushed_gen; }
 };
@@ -214,7 +215,10 @@ void Engine::update_wake() {
 
 void Engine::set_state(PathSlot& s, PathState to, const std::string& reason) {
   PathState from = s.state;
-  if (from == to && s.reason == reason) return;
+  if (from == to) {
+    s.reason = reason;
+    return;
+  }
   s.state = to;
   s.reason = reason;
   s.since = rt_.now();
@@ -259,9 +263,13 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
            (disk_.can_fast_zero && !caps.can_fast_zero) || (disk_.can_cache && !caps.can_cache))
     refused = "it lacks a capability (flush, FUA, trim, zero, fast-zero or cache) the disk advertises";
   if (!refused.empty()) {
+    if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
+    s->refusal = refused;
     fail_path(*s, "refused: " + refused);
+    update_wake();
     return;
   }
+  s->refusal.clear();
   set_state(*s, PathState::Probing, "connected");
   probe(*s);
   update_wake();
@@ -298,6 +306,7 @@ void Engine::schedule_reconnect(PathSlot& s) {
   delay = std::min<long long>(delay, cap);
   // +-25% jitter, so paths that failed together do not reconnect in lockstep.
   if (delay >= 4) delay += static_cast<long long>(rt_.random() % (delay / 2 + 1)) - delay / 4;
+  delay = std::min<long long>(delay, cap);
   s.backoff_step++;
   s.timer = timers_.arm(rt_.now() + milliseconds(delay), [this, &s] {
     s.timer = {};
@@ -357,10 +366,14 @@ void Engine::regroup(bool failback_due) {
   int next = cur;
   if (!cur_usable) {
     next = best;
+    if (cur >= 0) failed_over_ = true;
   } else if (best >= 0 && best < cur) {  // a better group is usable again
     switch (cfg_.failover.failback) {
       case config::Failback::Immediate: next = best; break;
-      case config::Failback::Manual: break;
+      case config::Failback::Manual:
+        // Until the first failover, the best group serves (start-up election).
+        if (!failed_over_) next = best;
+        break;
       case config::Failback::Delayed:
         if (failback_due) {
           next = best;
@@ -374,7 +387,11 @@ void Engine::regroup(bool failback_due) {
         break;
     }
   }
-  if (next == cur) return;
+  if (next == cur) {
+    // No better group usable: a pending delayed failback starts over later.
+    if (!(best >= 0 && best < cur)) timers_.cancel(failback_timer_);
+    return;
+  }
   timers_.cancel(failback_timer_);
   serving_ = next;
   if (cur >= 0 || next >= 0) stats_.group_switches++;
@@ -412,6 +429,10 @@ void Engine::submit(Request& r) {
   r.started = rt_.now();
   r.deadline = r.started + cfg_.timeouts.request;
   stats_.requests++;
+  r.epoch = epoch_;
+  if (inflight_by_epoch_.empty() || inflight_by_epoch_.back().first != epoch_)
+    inflight_by_epoch_.emplace_back(epoch_, 0);
+  inflight_by_epoch_.back().second++;
   dispatch(r);
   update_wake();
 }
@@ -430,8 +451,9 @@ void Engine::dispatch(Request& r) {
   auto id = g->selector->select_path(r.count);
   if (!id) return wait(r, Request::Wait::Busy, r.deadline);
   Command cmd{r.op, r.offset, r.count, r.flags, nullptr};
-  send(&r, *slots_[*id], cmd,
-       r.op == Op::Read ? std::make_shared_for_overwrite<std::byte[]>(r.count) : r.data);
+  if (!send(&r, *slots_[*id], cmd,
+            r.op == Op::Read ? std::make_shared_for_overwrite<std::byte[]>(r.count) : r.data))
+    retry(r);  // the path is failed now: another one is picked
 }
 
 // A flush goes to every path that acknowledged writes since its last flush.
@@ -458,8 +480,11 @@ void Engine::dispatch_flush(Request& r) {
   }
   for (PathSlot* s : targets) {
     Command cmd{Op::Flush, 0, 0, 0, nullptr};
-    send(&r, *s, cmd, nullptr);
+    if (!send(&r, *s, cmd, nullptr)) r.retry_needed = true;
   }
+  // A target that refused is failed now; once the others are done, the flush
+  // starts over with the targets as they are then.
+  if (r.pending == 0 && r.retry_needed) retry(r);
 }
 
 void Engine::no_path(Request& r) {
@@ -569,7 +594,9 @@ void Engine::pump_once() {
   }
 }
 
-void Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std::byte[]> buf) {
+// Sends one attempt. False when the path refused it: the path is failed then,
+// and the caller decides what happens to the request.
+bool Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std::byte[]> buf) {
   auto* a = new Attempt;
   a->engine = this;
   a->slot = &s;
@@ -583,12 +610,8 @@ void Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std
   if (!s.path->submit(a->cmd, a)) {
     delete a;
     if (!r) s.probing = false;
-    fail_path(s, "submit failed: no connection");  // before the retry, so it picks another path
-    if (r) {
-      r->retry_needed = true;
-      if (r->pending == 0) retry(*r);
-    }
-    return;
+    fail_path(s, "submit failed: no connection");
+    return false;
   }
   link(s.inflight, a);
   s.inflight_count++;
@@ -604,6 +627,7 @@ void Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std
     a->timer = {};
     attempt_timeout(*a);
   });
+  return true;
 }
 
 // An attempt leaves its path's in-flight list; its request is retried
@@ -683,7 +707,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   // default: an upstream whose backend fails is a failed path).
   std::string path_error;
   if (result == PathResult::TransportDead)
-    path_error = std::string("connection lost: ") + std::strerror(err ? err : ENOTCONN);
+    path_error = std::string("connection lost: ") + config::errno_text(err ? err : ENOTCONN);
   else if (result == PathResult::RemoteError && err == EIO &&
            cfg_.failover.eio == config::EioPolicy::Failover)
     path_error = "server returned EIO";
@@ -691,7 +715,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
 
   if (a.probe) {
     delete &a;
-    probe_done(s, outcome == Outcome::Ok, outcome == Outcome::Ok ? "" : path_error.empty() ? std::strerror(err) : path_error);
+    probe_done(s, outcome == Outcome::Ok, outcome == Outcome::Ok ? "" : path_error.empty() ? config::errno_text(err) : path_error);
     update_wake();
     return;
   }
@@ -756,8 +780,38 @@ void Engine::finish(Request& r, int err) {
     else if (is_write(r.op))
       tracker_.on_acked_write(r.offset, r.count, r.op == Op::Write ? r.data.get() : nullptr);
   }
+  request_finished(r);
   if (r.on_done) r.on_done(r);
   else wake(r);
+}
+
+void Engine::request_finished(const Request& r) {
+  for (auto& [epoch, n] : inflight_by_epoch_)
+    if (epoch == r.epoch) {
+      n--;
+      break;
+    }
+  bool popped = false;
+  while (!inflight_by_epoch_.empty() && inflight_by_epoch_.front().second == 0) {
+    inflight_by_epoch_.pop_front();
+    popped = true;
+  }
+  if (popped && !drops_.empty()) drop_shadows();
+}
+
+// Reports the write-backs completed before every request still in flight was
+// submitted; the tracker drops their shadows unless a write changed them,
+// and those are written back again.
+void Engine::drop_shadows() {
+  std::uint64_t oldest = inflight_by_epoch_.empty() ? epoch_ : inflight_by_epoch_.front().first;
+  bool any = false;
+  std::erase_if(drops_, [&](auto& d) {
+    if (d.second >= oldest) return false;
+    tracker_.reapplied(d.first, true);
+    any = true;
+    return true;
+  });
+  if (any) start_reapplies();
 }
 
 // ---- Re-applying shadows ----
@@ -790,7 +844,12 @@ void Engine::start_reapplies() {
 
 void Engine::reapply_done(Request& r) {
   auto* rr = static_cast<ReapplyRequest*>(&r);
-  tracker_.reapplied(rr->job, r.err == 0);
+  if (r.err == 0) {
+    drops_.emplace_back(std::move(rr->job), epoch_++);
+    drop_shadows();
+  } else {
+    tracker_.reapplied(rr->job, false);
+  }
   if (r.err)
     log(LogLevel::Error, "re-applying newest data at " + std::to_string(r.offset) +
                              " failed; will retry at the next checker interval");

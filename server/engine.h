@@ -27,6 +27,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -99,6 +100,7 @@ struct Request {
   std::uint64_t tag = 0;
   Clock::time_point started{}, deadline{}, wait_until{};
   unsigned retries = 0;
+  std::uint64_t epoch = 0;    // Engine::epoch_ at submission
   unsigned pending = 0;       // attempts in flight for this request
   bool retry_needed = false;  // an attempt failed on a path: try again
   bool internal = false;      // a re-apply, not a client request
@@ -180,7 +182,7 @@ class Engine final : private PathListener {
   bool can_go(const Request& r);
   void pump();
   void pump_once();
-  void send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
+  bool send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
   void attempt_done(Attempt& a, PathResult result, int err);
   void attempt_timeout(Attempt& a);
   void abandon(Attempt& a);
@@ -190,6 +192,8 @@ class Engine final : private PathListener {
   void probe_done(PathSlot& s, bool ok, const std::string& why);
   void start_reapplies();
   void reapply_done(Request& r);
+  void request_finished(const Request& r);
+  void drop_shadows();
   void update_wake();
   void log(LogLevel level, const std::string& line) { rt_.log(level, line); }
 
@@ -202,6 +206,7 @@ class Engine final : private PathListener {
   std::vector<std::unique_ptr<PathSlot>> slots_;  // index == PathId
   std::vector<Group> groups_;                     // by priority, highest first
   int serving_ = -1;                              // index into groups_, -1: none
+  bool failed_over_ = false;  // the serving group has lost its last path once (manual failback)
   TimerQueue::Key failback_timer_;
 
   TimerQueue timers_;
@@ -218,6 +223,17 @@ class Engine final : private PathListener {
 
   Attempt* abandoned_ = nullptr;  // attempts still in flight on retired connections
   StaleWriteTracker tracker_;
+  // Barrier for dropping shadows. A read sent before a shadow's write-back
+  // completed may have read older data from storage (it gets the shadow laid
+  // over at completion); a write sent before it may land under the
+  // write-back and be acknowledged after (it patches the shadow, whose
+  // changed generation then forbids the drop). So a shadow is dropped only
+  // once every request submitted before its write-back completed has
+  // finished. Requests carry the epoch current at submission; each completed
+  // write-back closes an epoch.
+  std::uint64_t epoch_ = 0;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> inflight_by_epoch_;  // (epoch, requests), ascending
+  std::vector<std::pair<StaleWriteTracker::Reapply, std::uint64_t>> drops_;  // write-backs done, by epoch
   std::uint64_t next_tag_ = 1;
   bool stopping_ = false;
   EngineStats stats_;

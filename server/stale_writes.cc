@@ -54,6 +54,7 @@ std::uint64_t StaleWriteTracker::add(PathId path, std::uint64_t tag, std::uint64
       copy_overlap(s.data.data(), lo, hi - lo, it->second.data.data(), it->first,
                    it->second.data.size());
     s.gen = next_gen_++;
+    for (auto it = first; it != last; ++it) s.writing_back |= it->second.writing_back;
     shadows_.erase(first, last);
     shadows_.emplace(lo, std::move(s));
     shadow_bytes_ = shadow_bytes_ - merged_bytes + (hi - lo);
@@ -124,25 +125,32 @@ bool StaleWriteTracker::overlaps_unresolved(std::uint64_t offset, std::uint64_t 
 std::vector<StaleWriteTracker::Reapply> StaleWriteTracker::take_ready() {
   std::vector<Reapply> jobs;
   for (auto& [offset, s] : shadows_) {
-    if (s.reapply_gen == s.gen || overlaps_unresolved(offset, offset + s.data.size())) continue;
-    s.reapply_gen = s.gen;
+    if (s.writing_back || overlaps_unresolved(offset, offset + s.data.size())) continue;
+    s.writing_back = true;
     jobs.push_back(Reapply{offset, s.data, s.gen});
   }
   return jobs;
 }
 
+// The shadow holding `offset`: the job's own, or the one it was merged into.
+std::map<std::uint64_t, StaleWriteTracker::Shadow>::iterator StaleWriteTracker::containing(
+    std::uint64_t offset) {
+  auto it = shadows_.upper_bound(offset);
+  if (it == shadows_.begin()) return shadows_.end();
+  --it;
+  return it->first + it->second.data.size() > offset ? it : shadows_.end();
+}
+
 void StaleWriteTracker::reapplied(const Reapply& job, bool ok) {
-  auto it = shadows_.find(job.offset);
+  auto it = containing(job.offset);
   if (it == shadows_.end()) return;
   Shadow& s = it->second;
-  if (!ok) {
-    if (s.reapply_gen == job.gen) s.reapply_gen = 0;  // take_ready offers it again
-    return;
-  }
+  s.writing_back = false;  // take_ready offers it again unless dropped below
+  if (!ok) return;
   counters_.reapplied++;
   // Drop it only if nothing changed since the copy was taken and no abandoned
   // write has appeared over it since.
-  if (s.gen == job.gen && s.data.size() == job.data.size() &&
+  if (it->first == job.offset && s.gen == job.gen && s.data.size() == job.data.size() &&
       !overlaps_unresolved(job.offset, job.offset + s.data.size())) {
     shadow_bytes_ -= s.data.size();
     shadows_.erase(it);

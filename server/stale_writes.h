@@ -72,9 +72,10 @@ class StaleWriteTracker {
   // The oldest unresolved abandoned write's start time, if any.
   bool oldest(Clock::time_point* since) const;
 
-  // Shadows that no unresolved write overlaps and that are not being written
-  // back at their current generation. The caller writes each back and reports
-  // with reapplied().
+  // Shadows that no unresolved write overlaps and that have no write-back in
+  // flight. The caller writes each back and reports with reapplied(), once
+  // nothing that could have read or written the range in the meantime is
+  // still in flight (the engine's epoch barrier).
   std::vector<Reapply> take_ready();
   void reapplied(const Reapply& job, bool ok);
 
@@ -96,8 +97,11 @@ class StaleWriteTracker {
   struct Shadow {
     std::vector<std::byte> data;  // data.size() is the length; never empty
     std::uint64_t gen = 0;        // bumped on every change
-    std::uint64_t reapply_gen = 0;  // generation being written back, 0 = none
+    // A write-back is in flight. At most one at a time: two could land in
+    // the wrong order and leave the older copy.
+    bool writing_back = false;
   };
+  std::map<std::uint64_t, Shadow>::iterator containing(std::uint64_t offset);
   bool overlaps_unresolved(std::uint64_t offset, std::uint64_t end) const;
 
   std::uint64_t max_bytes_;

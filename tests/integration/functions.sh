@@ -239,6 +239,12 @@ mp_init() {
   if [[ -n $MP_PRELOAD && ! -e $MP_PRELOAD ]]; then
     fail "MP_SANITIZE=$MP_SANITIZE but the sanitizer runtime was not found ($MP_PRELOAD)"
   fi
+  # nbdkit is a C program: libstdc++ arrives only with the plugin, too late for
+  # the sanitizer's __cxa_throw interceptor, which then aborts on the first
+  # C++ exception. Preload it right after the runtime (colon: one word).
+  if [[ -n $MP_PRELOAD ]]; then
+    MP_PRELOAD+=:$("${MP_CC:-gcc}" -print-file-name=libstdc++.so)
+  fi
   export MP_PRELOAD
   mp_log "test $MP_TEST_NAME: MP_TMP=$MP_TMP MP_PLUGIN=$MP_PLUGIN${MP_SANITIZE:+ MP_SANITIZE=$MP_SANITIZE}"
 }

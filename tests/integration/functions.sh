@@ -244,6 +244,8 @@ mp_init() {
   # C++ exception. Preload it right after the runtime (colon: one word).
   if [[ -n $MP_PRELOAD ]]; then
     MP_PRELOAD+=:$("${MP_CC:-gcc}" -print-file-name=libstdc++.so)
+    # strerror without gettext: see tests/sanitizer/strerror_shim.c.
+    [[ -n ${MP_SANITIZER_SHIM:-} ]] && MP_PRELOAD+=:$MP_SANITIZER_SHIM
   fi
   export MP_PRELOAD
   mp_log "test $MP_TEST_NAME: MP_TMP=$MP_TMP MP_PLUGIN=$MP_PLUGIN${MP_SANITIZE:+ MP_SANITIZE=$MP_SANITIZE}"

@@ -182,7 +182,13 @@ void mp_cleanup() noexcept {
   mp::Engine* e = g->engine.get();
   g->loop->run_sync([e] {
     e->shutdown();
-    if (multipath_debug_verbose) nbdkit_debug("%s", e->summary().c_str());
+    if (!multipath_debug_verbose) return;
+    std::string sum = e->summary();
+    for (std::size_t b = 0, n; b < sum.size(); b = n + 1) {
+      n = sum.find('\n', b);
+      if (n == std::string::npos) n = sum.size();
+      nbdkit_debug("%s", sum.substr(b, n - b).c_str());
+    }
   });
   g->loop->run_sync([] { g->engine.reset(); });  // paths close on the loop thread
   g->loop->stop();

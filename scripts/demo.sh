@@ -45,7 +45,7 @@ printf '%8s ms  path1 killed with SIGKILL\n' "$t_kill"
 printf '%8s ms  path1 failed:      %s\n' "$t_failed" \
   "$(grep -m1 'path path1: active -> failed' "$log" | sed 's/.*failed: //')"
 printf '%8s ms  path1 restarted\n' "$t_restart"
-printf '%8s ms  path1 reinstated:  %s\n' "$t_back" \
+printf '%8s ms  path1 back:        %s\n' "$t_back" \
   "$(grep -m1 'path path1: .* -> active: reinstated' "$log" | sed 's/.*active: //')"
 echo
 echo "Requests per path (from the plugin at shutdown):"

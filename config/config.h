@@ -77,6 +77,20 @@ struct StaleWrites {
   std::uint64_t max_bytes = 64ull << 20;  // memory for newer data over unresolved abandoned writes
 };
 
+// The control socket (nbd-multipath-ctl talks to it). No socket when empty.
+struct Control {
+  std::string socket;   // absolute path of a Unix socket
+  unsigned mode = 0600;  // permission bits of the socket, octal in YAML ("0660")
+  std::string group;    // group owning the socket; empty: the server's group
+  unsigned events = 256;  // state-change events kept for `show events`, 1..100000
+};
+
+// The Prometheus text endpoint. Off when both are empty; at most one is set.
+struct Metrics {
+  std::string socket;  // absolute path of a Unix socket
+  std::string listen;  // "127.0.0.1:PORT" (loopback only; PORT 0 picks a free port)
+};
+
 struct Config {
   std::vector<Path> paths;
   std::vector<Group> groups;  // every group a path names exists here
@@ -87,6 +101,8 @@ struct Config {
   Checker checker;
   Durability durability;
   StaleWrites stale_writes;
+  Control control;
+  Metrics metrics;
   std::string source;  // file name, or "command line"
 };
 

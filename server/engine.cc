@@ -1,6 +1,8 @@
 // The multipath engine (see engine.h for the request flow).
 #include "server/engine.h"
 
+#include "server/latency.h"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -34,7 +36,9 @@ const char* to_string(PathState s) {
     case PathState::Probing: return "probing";
     case PathState::Held: return "held";
     case PathState::Active: return "active";
+    case PathState::Draining: return "draining";
     case PathState::Failed: return "failed";
+    case PathState::Removed: return "removed";
   }
   return "?";
 }
@@ -137,9 +141,23 @@ struct PathSlot {
   std::uint64_t write_gen = 0;
   std::uint64_t flushed_gen = 0;
   std::string refusal;  // why its last connection was refused, logged once
+  bool admin_down = false;  // failed by the operator: no reconnect until reinstated
+  bool removing = false;    // removed by a reload: draining, then Removed
   PathStats stats;
+  Latency latency;  // per attempt
   bool dirty() const { return write_gen != flushed_gen; }
 };
+
+// Client requests of one type.
+struct OpStats {
+  std::uint64_t requests = 0, bytes = 0, errors = 0;
+  Latency latency;
+};
+
+// Connected and able to take commands the engine sends itself (flushes).
+static bool connected(const PathSlot& s) {
+  return s.state == PathState::Active || s.state == PathState::Draining;
+}
 
 // ---- Construction ----
 
@@ -150,24 +168,52 @@ Engine::Engine(config::Config cfg, Runtime& rt, const PathFactory& factory, Path
       disk_(disk),
       opts_(opts),
       coherent_flush_(cfg_.durability.shared_cache || disk.can_multi_conn),
-      tracker_(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30)) {
+      tracker_(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30)),
+      queueing_(cfg_.no_path.policy == config::NoPathPolicy::Queue),
+      ops_(6) {
+  factory_ = factory;
+  rebuild_groups();
+  for (const auto& pc : cfg_.paths) add_slot(pc);
+}
+
+// A new path: its own slot (ids are never reused), failed in its selector
+// until its probe read succeeds.
+PathSlot& Engine::add_slot(const config::Path& pc) {
+  auto s = std::make_unique<PathSlot>();
+  s->id = static_cast<PathId>(slots_.size());
+  s->cfg = pc;
+  for (std::size_t i = 0; i < groups_.size(); i++)
+    if (groups_[i].name == pc.group) s->group = i;
+  s->path = factory_(pc, *this);
+  groups_[s->group].selector->add_path(s->id, {pc.weight, pc.max_inflight, pc.throughput});
+  groups_[s->group].selector->fail_path(s->id);
+  slots_.push_back(std::move(s));
+  return *slots_.back();
+}
+
+// (Re)builds the groups and their selectors from cfg_, keeping each path's
+// usability and its requests in flight, and the serving group by name.
+void Engine::rebuild_groups() {
+  std::string serving = serving_ >= 0 ? groups_[serving_].name : "";
   std::vector<config::Group> gs = cfg_.groups;
   std::stable_sort(gs.begin(), gs.end(),
                    [](const auto& a, const auto& b) { return a.priority > b.priority; });
-  for (const auto& g : gs) groups_.push_back(Group{g.name, g.priority, make_selector(cfg_.selector.kind)});
-  for (const auto& pc : cfg_.paths) {
-    auto s = std::make_unique<PathSlot>();
-    s->id = static_cast<PathId>(slots_.size());
-    s->cfg = pc;
-    for (std::size_t i = 0; i < groups_.size(); i++)
-      if (groups_[i].name == pc.group) s->group = i;
-    s->path = factory(pc, *this);
-    // Selectors start with every path failed: a path is reinstated only after
-    // its probe read succeeds.
-    groups_[s->group].selector->add_path(s->id, {pc.weight, pc.max_inflight, pc.throughput});
-    groups_[s->group].selector->fail_path(s->id);
-    slots_.push_back(std::move(s));
+  groups_.clear();
+  serving_ = -1;
+  for (const auto& g : gs) {
+    if (g.name == serving) serving_ = static_cast<int>(groups_.size());
+    groups_.push_back(Group{g.name, g.priority, make_selector(cfg_.selector.kind)});
   }
+  for (auto& s : slots_) {
+    if (s->state == PathState::Removed) continue;
+    for (std::size_t i = 0; i < groups_.size(); i++)
+      if (groups_[i].name == s->cfg.group) s->group = i;
+    Selector& sel = *groups_[s->group].selector;
+    sel.add_path(s->id, {s->cfg.weight, s->cfg.max_inflight, s->cfg.throughput});
+    if (s->state != PathState::Active) sel.fail_path(s->id);
+    for (Attempt* a = s->inflight; a; a = a->next) sel.start_io(s->id, a->cmd.count);
+  }
+  timers_.cancel(failback_timer_);
 }
 
 Engine::~Engine() {
@@ -183,6 +229,12 @@ Engine::~Engine() {
 }
 
 Engine::Group& Engine::group_of(const PathSlot& s) { return groups_[s.group]; }
+
+PathSlot* Engine::slot_named(const std::string& name) {
+  for (auto& s : slots_)
+    if (s->cfg.name == name && s->state != PathState::Removed) return s.get();
+  return nullptr;
+}
 
 PathSlot* Engine::slot_of(const Path& path) {
   for (auto& s : slots_)
@@ -227,15 +279,29 @@ void Engine::set_state(PathSlot& s, PathState to, const std::string& reason) {
                                           from != PathState::Connecting);
   log(loud ? LogLevel::Error : LogLevel::Debug,
       "path " + s.cfg.name + ": " + to_string(from) + " -> " + to_string(to) + ": " + reason);
+  event("path " + s.cfg.name, std::string(to_string(from)) + " -> " + to_string(to), reason);
+}
+
+void Engine::event(const std::string& subject, const std::string& what, const std::string& reason) {
+  auto ms = std::chrono::duration_cast<milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  events_.push_back(Event{ms, subject, what, reason});
+  while (events_.size() > std::max(1u, cfg_.control.events)) events_.pop_front();
 }
 
 void Engine::start() {
   for (auto& s : slots_) connect_path(*s);
+  arm_checker();
+  update_wake();
+}
+
+void Engine::arm_checker() {
+  timers_.cancel(checker_timer_);
   checker_timer_ = timers_.arm(rt_.now() + cfg_.checker.interval, [this] {
     checker_timer_ = {};
     checker_tick();
   });
-  update_wake();
 }
 
 void Engine::connect_path(PathSlot& s) {
@@ -298,7 +364,7 @@ void Engine::fail_path(PathSlot& s, const std::string& reason) {
 }
 
 void Engine::schedule_reconnect(PathSlot& s) {
-  if (stopping_) return;
+  if (stopping_ || s.admin_down || s.removing) return;
   auto base = cfg_.failover.reconnect_min.count();
   auto cap = cfg_.failover.reconnect_max.count();
   long long delay = base;
@@ -395,6 +461,9 @@ void Engine::regroup(bool failback_due) {
   timers_.cancel(failback_timer_);
   serving_ = next;
   if (cur >= 0 || next >= 0) stats_.group_switches++;
+  event("engine", "group " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
+                      (next >= 0 ? groups_[next].name : "(none)"),
+        next < 0 ? "no usable path" : cur < 0 ? "a path is usable" : cur_usable ? "failback" : "failover");
   log(LogLevel::Error, "group: " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
                            (next >= 0 ? groups_[next].name : "(none)") +
                            (next < 0     ? ": no usable path"
@@ -416,10 +485,9 @@ void Engine::checker_tick() {
         now - s->last_io >= cfg_.checker.interval)
       probe(*s);
   start_reapplies();
-  checker_timer_ = timers_.arm(now + cfg_.checker.interval, [this] {
-    checker_timer_ = {};
-    checker_tick();
-  });
+  for (auto& s : slots_)
+    if (s->removing && s->state != PathState::Removed) finish_removal(*s);
+  arm_checker();
 }
 
 // ---- Requests ----
@@ -464,9 +532,9 @@ void Engine::dispatch_flush(Request& r) {
   std::vector<PathSlot*> targets;
   for (auto& s : slots_) {
     if (!s->dirty()) continue;
-    if (s->state == PathState::Active)
+    if (connected(*s))
       targets.push_back(s.get());
-    else if (!coherent_flush_)
+    else if (!coherent_flush_ && s->state != PathState::Removed)
       return wait(r, Request::Wait::Flush, r.deadline);
   }
   if (targets.empty()) {
@@ -488,7 +556,7 @@ void Engine::dispatch_flush(Request& r) {
 }
 
 void Engine::no_path(Request& r) {
-  if (cfg_.no_path.policy == config::NoPathPolicy::Fail) {
+  if (!queueing_) {
     log(LogLevel::Debug, std::string(to_string(r.op)) + " failed: no usable path (no-path policy: fail)");
     return finish(r, EIO);
   }
@@ -554,7 +622,7 @@ bool Engine::can_go(const Request& r) {
     case Request::Wait::Hold: return !tracker_.must_hold(r.offset, r.count, r.tag);
     case Request::Wait::Flush:
       for (auto& s : slots_)
-        if (s->dirty() && s->state != PathState::Active) return false;
+        if (s->dirty() && !connected(*s) && s->state != PathState::Removed) return false;
       return true;
     case Request::Wait::None: return true;
   }
@@ -700,6 +768,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   unlink(s.inflight, &a);
   s.inflight_count--;
   s.last_io = rt_.now();
+  s.latency.add(s.last_io - a.start);
   group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
   timers_.cancel(a.timer);
 
@@ -738,6 +807,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
     if (r.retry_needed) retry(r);
     else finish(r, r.err);
   }
+  if (s.removing) finish_removal(s);
   pump();
   update_wake();
 }
@@ -774,6 +844,13 @@ void Engine::finish(Request& r, int err) {
   }
   r.err = err;
   if (err) stats_.failed_requests++;
+  if (!r.internal) {
+    OpStats& o = ops_[static_cast<std::size_t>(r.op)];
+    o.requests++;
+    o.bytes += r.count;
+    if (err) o.errors++;
+    o.latency.add(rt_.now() - r.started);
+  }
   if (!err && opts_.track_stale_writes && !r.internal && !tracker_.idle()) {
     if (r.op == Op::Read && r.data)
       tracker_.overlay(r.offset, r.count, r.data.get());
@@ -854,6 +931,292 @@ void Engine::reapply_done(Request& r) {
     log(LogLevel::Error, "re-applying newest data at " + std::to_string(r.offset) +
                              " failed; will retry at the next checker interval");
   delete rr;
+}
+
+// ---- Operator actions (ControlApi) ----
+
+// A path removed by a reload leaves once nothing is in flight on it and its
+// writes are flushed (a flush reaches draining paths too).
+void Engine::finish_removal(PathSlot& s) {
+  if (s.state == PathState::Removed || s.inflight || s.dirty()) return;
+  timers_.cancel(s.timer);
+  group_of(s).selector->remove_path(s.id);
+  s.path->disconnect();
+  set_state(s, PathState::Removed, "removed by reload");
+}
+
+std::string Engine::fail_path(const std::string& name) {
+  PathSlot* s = slot_named(name);
+  if (!s) return "no path named '" + name + "': see show paths";
+  if (s->removing) return "path " + name + " is being removed by a reload";
+  s->admin_down = true;
+  if (s->state != PathState::Failed) fail_path(*s, "operator: fail");
+  else timers_.cancel(s->timer);  // no reconnect until reinstated
+  update_wake();
+  return "";
+}
+
+std::string Engine::reinstate_path(const std::string& name) {
+  PathSlot* s = slot_named(name);
+  if (!s) return "no path named '" + name + "': see show paths";
+  if (s->removing) return "path " + name + " is being removed by a reload";
+  s->admin_down = false;
+  switch (s->state) {
+    case PathState::Active: return "path " + name + " is already active";
+    case PathState::Draining:
+      set_state(*s, PathState::Active, "operator: reinstate");
+      group_of(*s).selector->reinstate_path(s->id);
+      regroup(false);
+      pump();
+      break;
+    case PathState::Failed:  // reconnect now; reinstated when its probe succeeds
+      s->backoff_step = 0;
+      connect_path(*s);
+      break;
+    default:
+      return "path " + name + " is " + to_string(s->state) +
+             ": it is reinstated when its probe read succeeds";
+  }
+  update_wake();
+  return "";
+}
+
+std::string Engine::drain_path(const std::string& name) {
+  PathSlot* s = slot_named(name);
+  if (!s) return "no path named '" + name + "': see show paths";
+  if (s->state != PathState::Active)
+    return "path " + name + " is " + to_string(s->state) + ": only an active path can drain";
+  group_of(*s).selector->fail_path(s->id);
+  set_state(*s, PathState::Draining, "operator: drain");
+  regroup(false);
+  pump();
+  update_wake();
+  return "";
+}
+
+std::string Engine::switch_group(const std::string& name) {
+  for (std::size_t i = 0; i < groups_.size(); i++) {
+    if (groups_[i].name != name) continue;
+    if (!groups_[i].selector->has_usable_path())
+      return "group " + name + " has no usable path: see show topology";
+    if (serving_ != static_cast<int>(i)) {
+      log(LogLevel::Error, "group: " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") +
+                               " -> " + name + ": operator: switch-group");
+      event("engine", "group " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") +
+                          " -> " + name, "operator: switch-group");
+      serving_ = static_cast<int>(i);
+      failed_over_ = true;  // manual failback keeps the operator's choice
+      stats_.group_switches++;
+      timers_.cancel(failback_timer_);
+      pump();
+      update_wake();
+    }
+    return "";
+  }
+  return "no group named '" + name + "': see show groups";
+}
+
+std::string Engine::set_queueing(bool on) {
+  queueing_ = on;
+  event("engine", on ? "queueing on" : "queueing off", "operator");
+  if (!on) {  // as multipathd's disablequeueing: what is queued fails now
+    std::uint64_t n = 0;
+    fail_queued(&n);
+  }
+  update_wake();
+  return "";
+}
+
+std::string Engine::fail_queued(std::uint64_t* failed) {
+  std::uint64_t n = 0;
+  for (Request* r = wait_head_; r;) {
+    Request* next = r->wait_next;
+    if (r->wait_kind == Request::Wait::NoPath) {
+      unwait(*r);
+      finish(*r, EIO);
+      n++;
+    }
+    r = next;
+  }
+  if (n) log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
+  *failed = n;
+  update_wake();
+  return "";
+}
+
+std::string Engine::reset_stats() {
+  stats_ = {};
+  for (auto& o : ops_) o = OpStats{};
+  for (auto& sl : slots_) {
+    sl->stats = {};
+    sl->latency.reset();
+  }
+  tracker_.reset_counters();
+  event("engine", "reset-stats", "operator");
+  return "";
+}
+
+std::vector<PathInfo> Engine::show_paths() {
+  std::vector<PathInfo> v;
+  for (auto& sl : slots_) {
+    if (sl->state == PathState::Removed) continue;
+    PathInfo p;
+    p.name = sl->cfg.name;
+    p.uri = sl->cfg.uri;
+    p.group = sl->cfg.group;
+    p.state = to_string(sl->state);
+    p.reason = sl->reason;
+    p.inflight = sl->inflight_count;
+    const PathStats& st = sl->stats;
+    p.requests = st.requests;
+    p.bytes = st.bytes;
+    p.errors = st.errors;
+    p.timeouts = st.timeouts;
+    p.failovers = st.failovers;
+    p.failures = st.failures;
+    p.reinstatements = st.reinstatements;
+    p.latency_p50_us = sl->latency.quantile(0.5);
+    p.latency_p99_us = sl->latency.quantile(0.99);
+    for (Attempt* a = abandoned_; a; a = a->next)
+      if (a->slot == sl.get() && a->stale_id) p.abandoned_pending++;
+    v.push_back(std::move(p));
+  }
+  return v;
+}
+
+std::vector<GroupInfo> Engine::show_groups() {
+  std::vector<GroupInfo> v;
+  for (std::size_t i = 0; i < groups_.size(); i++) {
+    GroupInfo g{groups_[i].name, groups_[i].priority, static_cast<int>(i) == serving_, {}};
+    for (auto& sl : slots_)
+      if (sl->group == i && sl->state != PathState::Removed) g.paths.push_back(sl->cfg.name);
+    v.push_back(std::move(g));
+  }
+  return v;
+}
+
+EngineInfo Engine::show_stats() {
+  EngineInfo e;
+  e.requests = stats_.requests;
+  e.failed_requests = stats_.failed_requests;
+  e.retries = stats_.retries;
+  e.group_switches = stats_.group_switches;
+  e.queued_no_path = stats_.queued_no_path;
+  e.queued_no_path_ms = stats_.queued_no_path_ms;
+  e.waiting = waiting_count_;
+  e.queueing = queueing_;
+  const auto& c = tracker_.counters();
+  e.abandoned_writes = c.abandoned;
+  e.abandoned_pending = tracker_.pending();
+  e.resolved_late = c.resolved_late;
+  e.resolved_by_death = c.resolved_by_death;
+  e.reapplied = c.reapplied;
+  e.unshadowed = c.unshadowed;
+  e.shadow_bytes = tracker_.shadow_bytes();
+  for (std::size_t i = 0; i < ops_.size(); i++) {
+    const OpStats& o = ops_[i];
+    e.ops.push_back(OpCounters{to_string(static_cast<Op>(i)), o.requests, o.bytes, o.errors,
+                               o.latency.quantile(0.5), o.latency.quantile(0.99)});
+  }
+  return e;
+}
+
+std::vector<Event> Engine::show_events() { return {events_.begin(), events_.end()}; }
+
+// ---- Live reconfiguration ----
+
+std::string Engine::reload(bool dry_run, std::string* summary) {
+  if (cfg_.source.empty() || cfg_.source == "command line")
+    return "the disk was started without config=FILE: there is no file to reload";
+  config::LoadResult r = config::load_file(cfg_.source);
+  if (!r) return "reload refused, the running configuration stays: " + r.error;
+  return apply(std::move(*r.config), dry_run, summary);
+}
+
+// Applies the difference to a new configuration, as a whole or not at all.
+// Paths are matched by name: a path with the same name and URI keeps its
+// connection (its group, weight, cap and throughput may change); a new name,
+// or a new URI for a name, connects a new path; a name that is gone drains
+// and leaves. Groups, selector, timeouts and policies change at once.
+std::string Engine::apply(config::Config next, bool dry_run, std::string* summary) {
+  std::vector<std::string> added, removed, changed;
+  std::size_t usable_kept = 0;
+  for (auto& sl : slots_) {
+    if (sl->state == PathState::Removed || sl->removing) continue;
+    auto it = std::find_if(next.paths.begin(), next.paths.end(),
+                           [&](const config::Path& p) { return p.name == sl->cfg.name; });
+    if (it == next.paths.end() || it->uri != sl->cfg.uri) {
+      removed.push_back(sl->cfg.name);
+      continue;
+    }
+    if (sl->state == PathState::Active) usable_kept++;
+    if (it->group != sl->cfg.group || it->weight != sl->cfg.weight ||
+        it->max_inflight != sl->cfg.max_inflight || it->throughput != sl->cfg.throughput)
+      changed.push_back(sl->cfg.name);
+  }
+  for (const auto& p : next.paths) {
+    PathSlot* sl = slot_named(p.name);
+    if (!sl || sl->removing || sl->cfg.uri != p.uri) added.push_back(p.name);
+  }
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? std::string("none") : out;
+  };
+  std::string what = "add " + list(added) + "; remove " + list(removed) + "; change " + list(changed);
+  if (summary) *summary = what;
+  if (usable_kept == 0)
+    return "reload refused, the running configuration stays: no path that serves I/O now would "
+           "remain (new paths must connect first): keep at least one active path";
+  if (next.control.socket != cfg_.control.socket || next.metrics.socket != cfg_.metrics.socket ||
+      next.metrics.listen != cfg_.metrics.listen)
+    what += "; control and metrics endpoints change only at restart";
+  if (summary) *summary = what;
+  if (dry_run) return "";
+
+  next.control = cfg_.control;
+  next.metrics = cfg_.metrics;
+  next.source = cfg_.source;
+  for (const auto& name : removed) {
+    PathSlot* sl = slot_named(name);
+    sl->removing = true;
+    if (sl->state == PathState::Active) {
+      group_of(*sl).selector->fail_path(sl->id);
+      set_state(*sl, PathState::Draining, "removed by reload");
+    } else if (sl->state != PathState::Draining) {
+      // Not serving: no in-flight I/O to wait for.
+      timers_.cancel(sl->timer);
+      sl->path->disconnect();
+      while (sl->inflight) abandon(*sl->inflight);
+      sl->write_gen = sl->flushed_gen;  // a dead path's writes cannot be flushed any more
+      set_state(*sl, PathState::Draining, "removed by reload");
+    }
+  }
+  cfg_ = std::move(next);
+  for (auto& sl : slots_) {
+    if (sl->state == PathState::Removed || sl->removing) continue;
+    auto it = std::find_if(cfg_.paths.begin(), cfg_.paths.end(),
+                           [&](const config::Path& p) { return p.name == sl->cfg.name; });
+    sl->cfg = *it;
+  }
+  rebuild_groups();
+  for (const auto& name : added) {
+    auto it = std::find_if(cfg_.paths.begin(), cfg_.paths.end(),
+                           [&](const config::Path& p) { return p.name == name; });
+    connect_path(add_slot(*it));
+  }
+  coherent_flush_ = cfg_.durability.shared_cache || disk_.can_multi_conn;
+  tracker_.set_max_bytes(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30));
+  queueing_ = cfg_.no_path.policy == config::NoPathPolicy::Queue;
+  arm_checker();
+  log(LogLevel::Error, "reload: " + what);
+  event("engine", "reload", what);
+  regroup(false);
+  for (auto& sl : slots_)
+    if (sl->removing) finish_removal(*sl);
+  pump();
+  update_wake();
+  return "";
 }
 
 // ---- Shutdown and introspection ----

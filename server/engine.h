@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "server/control_api.h"
 #include "server/path.h"
 #include "server/runtime.h"
 #include "server/selector.h"
@@ -49,11 +50,13 @@ struct PathSlot;
 
 // Per-path state, changed only by Engine::set_state().
 //
-//   Connecting ──connected──► Probing ──probe ok──► Active
+//   Connecting ──connected──► Probing ──probe ok──► Active ◄──reinstate── Draining
 //       ▲                        │   └─abandoned writes pending─► Held ──resolved──► Active
-//       │                        ▼
-//   (back-off) ◄──────────── Failed ◄── timeout, transport error, EIO, probe failed
-enum class PathState : std::uint8_t { Connecting, Probing, Held, Active, Failed };
+//       │                        ▼                                     │ drain, or removed
+//   (back-off) ◄──────────── Failed ◄── timeout, transport error,      ▼ by a reload
+//                                       EIO, probe failed,          Draining ──idle, flushed──► Removed
+//                                       operator fail (no back-off until reinstate)
+enum class PathState : std::uint8_t { Connecting, Probing, Held, Active, Draining, Failed, Removed };
 const char* to_string(PathState s);
 
 // One-shot timers keyed by deadline; the engine's own, so tests can drive time.
@@ -111,6 +114,8 @@ struct Request {
   std::atomic<std::uint32_t> done{0};
 };
 
+struct OpStats;  // per request type, in engine.cc
+
 struct EngineStats {
   std::uint64_t requests = 0, retries = 0, failed_requests = 0, group_switches = 0;
   std::uint64_t queued_no_path = 0, queued_no_path_ms = 0;
@@ -121,7 +126,7 @@ struct PathStats {
   std::uint64_t failures = 0, reinstatements = 0, probes = 0;
 };
 
-class Engine final : private PathListener {
+class Engine final : public ControlApi, private PathListener {
  public:
   using PathFactory = std::function<PathPtr(const config::Path&, PathListener&)>;
   struct Options {
@@ -151,6 +156,22 @@ class Engine final : private PathListener {
   std::size_t waiting() const { return waiting_count_; }
   std::string summary() const;  // one line per path, for logs and the demo
 
+  // ControlApi (loop thread).
+  std::vector<PathInfo> show_paths() override;
+  std::vector<GroupInfo> show_groups() override;
+  EngineInfo show_stats() override;
+  std::vector<Event> show_events() override;
+  std::string fail_path(const std::string& path) override;
+  std::string reinstate_path(const std::string& path) override;
+  std::string drain_path(const std::string& path) override;
+  std::string switch_group(const std::string& group) override;
+  std::string set_queueing(bool on) override;
+  std::string fail_queued(std::uint64_t* failed) override;
+  std::string reset_stats() override;
+  std::string reload(bool dry_run, std::string* summary) override;
+  // Applies a new configuration (what reload does after reading the file).
+  std::string apply(config::Config next, bool dry_run, std::string* summary);
+
  private:
   friend struct Attempt;
   struct Group {
@@ -164,6 +185,12 @@ class Engine final : private PathListener {
   void path_down(Path& path, const std::string& reason) override;
 
   PathSlot* slot_of(const Path& path);
+  PathSlot* slot_named(const std::string& name);
+  PathSlot& add_slot(const config::Path& pc);
+  void rebuild_groups();
+  void finish_removal(PathSlot& s);
+  void event(const std::string& subject, const std::string& what, const std::string& reason);
+  void arm_checker();
   Group& group_of(const PathSlot& s);
   void set_state(PathSlot& s, PathState to, const std::string& reason);
   void connect_path(PathSlot& s);
@@ -199,6 +226,7 @@ class Engine final : private PathListener {
 
   config::Config cfg_;
   Runtime& rt_;
+  PathFactory factory_;
   PathCaps disk_;
   Options opts_;
   bool coherent_flush_;  // shared cache, or every path advertises multi-conn
@@ -236,7 +264,10 @@ class Engine final : private PathListener {
   std::vector<std::pair<StaleWriteTracker::Reapply, std::uint64_t>> drops_;  // write-backs done, by epoch
   std::uint64_t next_tag_ = 1;
   bool stopping_ = false;
+  bool queueing_;  // no-path policy in force: cfg, or the operator's `queueing on|off`
   EngineStats stats_;
+  std::vector<OpStats> ops_;  // by Op
+  std::deque<Event> events_;  // the last cfg_.control.events state changes
 };
 
 }  // namespace mp

@@ -80,6 +80,8 @@ class StaleWriteTracker {
   void reapplied(const Reapply& job, bool ok);
 
   bool idle() const { return shadows_.empty() && writes_.empty(); }
+  void set_max_bytes(std::uint64_t max_bytes) { max_bytes_ = max_bytes; }
+  void reset_counters() { counters_ = {}; }
   std::size_t pending() const { return writes_.size(); }
   std::uint64_t shadow_bytes() const { return shadow_bytes_; }
   const Counters& counters() const { return counters_; }

@@ -11,7 +11,7 @@ DESTDIR=$MP_TMP/root cmake --install "$build" >"$MP_TMP/install.log" 2>&1 ||
   { cat "$MP_TMP/install.log" >&2; fail "cmake --install failed"; }
 installed=$MP_TMP/root$plugindir/nbdkit-multipath-plugin.so
 [[ -f $installed ]] || fail "not installed at $installed"
-nbdkit "$installed" --help >"$MP_TMP/help.txt" 2>&1 || fail "nbdkit --help failed"
+${MP_PRELOAD:+env LD_PRELOAD=$MP_PRELOAD} nbdkit "$installed" --help >"$MP_TMP/help.txt" 2>&1 || fail "nbdkit --help failed"
 for key in config= path= selector= timeout= request-timeout= connect-timeout= no-path= \
   retries= shared-cache=; do
   assert_contains "$MP_TMP/help.txt" "$key"

@@ -1,0 +1,85 @@
+// What operators can see and do: the engine's side of the control socket and
+// of the metrics endpoint. Plain structs out, one-sentence errors back.
+//
+// Threading: every method runs on the event-loop thread (the control server
+// posts to it), so implementations need no locking.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mp {
+
+// Counters per request type (read, write, flush, trim, zero, cache).
+struct OpCounters {
+  std::string op;
+  std::uint64_t requests = 0;  // completed client requests
+  std::uint64_t bytes = 0;
+  std::uint64_t errors = 0;    // completed with an error
+  double latency_p50_us = 0;   // client-visible latency, from a histogram
+  double latency_p99_us = 0;
+};
+
+struct PathInfo {
+  std::string name, uri, group;
+  std::string state;   // connecting, probing, held, active, failed, draining
+  std::string reason;  // why it is in that state
+  unsigned inflight = 0;
+  std::uint64_t requests = 0, bytes = 0;
+  std::uint64_t errors = 0;    // transport errors and EIO from the server
+  std::uint64_t timeouts = 0;  // attempts that timed out
+  std::uint64_t failovers = 0;  // attempts abandoned here and retried elsewhere
+  std::uint64_t failures = 0, reinstatements = 0;
+  double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
+  std::uint64_t abandoned_pending = 0;  // abandoned writes not yet resolved
+};
+
+struct GroupInfo {
+  std::string name;
+  int priority = 0;
+  bool serving = false;
+  std::vector<std::string> paths;
+};
+
+struct EngineInfo {
+  std::uint64_t requests = 0, failed_requests = 0, retries = 0, group_switches = 0;
+  std::uint64_t queued_no_path = 0;       // requests that ever waited with no path
+  std::uint64_t queued_no_path_ms = 0;    // their total time waiting
+  std::uint64_t waiting = 0;              // waiting now (no path, busy, held)
+  bool queueing = true;                   // no-path policy in force: queue (true) or fail
+  std::uint64_t abandoned_writes = 0, abandoned_pending = 0, resolved_late = 0,
+                resolved_by_death = 0, reapplied = 0, unshadowed = 0, shadow_bytes = 0;
+  std::vector<OpCounters> ops;
+};
+
+struct Event {
+  std::int64_t unix_ms = 0;  // wall-clock time
+  std::string subject;       // "path a", "group fast", "engine"
+  std::string what;          // "active -> failed", "reload", ...
+  std::string reason;
+};
+
+class ControlApi {
+ public:
+  virtual ~ControlApi() = default;
+
+  virtual std::vector<PathInfo> show_paths() = 0;
+  virtual std::vector<GroupInfo> show_groups() = 0;
+  virtual EngineInfo show_stats() = 0;
+  virtual std::vector<Event> show_events() = 0;  // oldest first, the last N
+
+  // Each returns "" when done, else one sentence saying what is wrong.
+  virtual std::string fail_path(const std::string& path) = 0;
+  virtual std::string reinstate_path(const std::string& path) = 0;  // reconnects and probes
+  virtual std::string drain_path(const std::string& path) = 0;  // no new I/O; in-flight finish
+  virtual std::string switch_group(const std::string& group) = 0;
+  virtual std::string set_queueing(bool on) = 0;
+  virtual std::string fail_queued(std::uint64_t* failed) = 0;
+  virtual std::string reset_stats() = 0;
+  // Re-reads the configuration file and applies the difference; with
+  // dry_run, only checks it. `summary` says what changed (or would).
+  virtual std::string reload(bool dry_run, std::string* summary) = 0;
+};
+
+}  // namespace mp

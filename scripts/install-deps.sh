@@ -7,6 +7,7 @@ pkgs=(
   build-essential cmake pkg-config clang-format
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
+  libboost-dev nlohmann-json3-dev libcli11-dev libfmt-dev curl
   python3-libnbd fio procps util-linux
 )
 missing=()

@@ -10,8 +10,10 @@
 #include <thread>
 
 #include "config/config.h"
+#include "server/control.h"
 #include "server/engine.h"
 #include "server/loop.h"
+#include "server/metrics.h"
 #include "server/nbd_path.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -35,6 +37,8 @@ struct State {
   mp::PathCaps disk;
   std::unique_ptr<mp::EventLoop> loop;
   std::unique_ptr<mp::Engine> engine;
+  std::unique_ptr<mp::ControlServer> control;  // when control.socket is set
+  std::unique_ptr<mp::MetricsServer> metrics;  // when metrics.socket or .listen is set
   std::thread watcher;  // turns nbdkit's shutdown into Engine::shutdown
 };
 State* g;  // created in .load, freed in .unload
@@ -160,6 +164,24 @@ int mp_after_fork() noexcept try {
       },
       g->disk, opts);
   mp::Engine* e = g->engine.get();
+  // The servers are created before the loop runs, and run on it afterwards.
+  auto server_log = [](bool error, const std::string& line) {
+    log_line(error ? mp::LogLevel::Error : mp::LogLevel::Debug, line);
+  };
+  if (!g->cfg.control.socket.empty()) {
+    g->control = std::make_unique<mp::ControlServer>(loop.io(), *e, g->cfg.control, server_log);
+    if (std::string err = g->control->start(); !err.empty()) {
+      nbdkit_error("%s", err.c_str());
+      return -1;
+    }
+  }
+  if (!g->cfg.metrics.socket.empty() || !g->cfg.metrics.listen.empty()) {
+    g->metrics = std::make_unique<mp::MetricsServer>(loop.io(), *e, g->cfg.metrics, server_log);
+    if (std::string err = g->metrics->start(); !err.empty()) {
+      nbdkit_error("%s", err.c_str());
+      return -1;
+    }
+  }
   loop.on_wake([e] { e->run_timers(); });
   loop.post([e] { e->start(); });
   loop.start();
@@ -181,6 +203,10 @@ void mp_cleanup() noexcept {
   if (g->watcher.joinable()) g->watcher.join();
   mp::Engine* e = g->engine.get();
   g->loop->run_sync([e] {
+    if (g->control) g->control->stop();
+    if (g->metrics) g->metrics->stop();
+    g->control.reset();
+    g->metrics.reset();
     e->shutdown();
     if (!multipath_debug_verbose) return;
     std::string sum = e->summary();

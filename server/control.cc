@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 #include <cerrno>
@@ -59,8 +60,11 @@ json topology(ControlApi& api) {
   auto groups = api.show_groups();
   auto paths = api.show_paths();
   auto path_json = [](const PathInfo& p) {
-    return json{{"name", p.name}, {"uri", p.uri},           {"state", p.state},
-                {"reason", p.reason}, {"inflight", p.inflight}};
+    return json{{"name", p.name},
+                {"uri", p.uri},
+                {"state", p.state},
+                {"reason", p.reason},
+                {"inflight", p.inflight}};
   };
   std::vector<bool> placed(paths.size());
   json out = json::array();
@@ -70,8 +74,8 @@ json topology(ControlApi& api) {
       auto it = std::find_if(paths.begin(), paths.end(),
                              [&](const PathInfo& p) { return p.name == name; });
       if (it == paths.end()) {
-        members.push_back(json{{"name", name}, {"uri", ""}, {"state", "unknown"}, {"reason", ""},
-                               {"inflight", 0}});
+        members.push_back(json{
+            {"name", name}, {"uri", ""}, {"state", "unknown"}, {"reason", ""}, {"inflight", 0}});
         continue;
       }
       placed[it - paths.begin()] = true;
@@ -88,10 +92,8 @@ json topology(ControlApi& api) {
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const json& g) { return g["name"] == paths[i].group; });
     if (it == out.end()) {
-      out.push_back(json{{"name", paths[i].group},
-                         {"priority", 0},
-                         {"serving", false},
-                         {"paths", json::array()}});
+      out.push_back(json{
+          {"name", paths[i].group}, {"priority", 0}, {"serving", false}, {"paths", json::array()}});
       it = out.end() - 1;
     }
     (*it)["paths"].push_back(path_json(paths[i]));
@@ -189,7 +191,9 @@ Outcome run(ControlApi& api, std::string_view line) {
   }
 }
 
-std::string errno_sentence(int err) { return config::errno_text(err); }
+std::string errno_sentence(int err) {
+  return config::errno_text(err);
+}
 
 }  // namespace
 
@@ -218,6 +222,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   bool sweeping = false;
   bool running = false;
   bool accept_error_logged = false;
+  bool refusal_logged = false;  // once per stretch at the session cap
   std::set<std::shared_ptr<Session>> sessions;
   // The socket file we created, so stop() never removes someone else's.
   bool own_file = false;
@@ -248,8 +253,9 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   std::size_t woff = 0;
   std::string pending;  // responses queued behind wbuf
   bool reading = false, writing = false;
-  bool eof = false;      // the client shut down its write side
-  bool closing = false;  // close once the output is flushed (oversized line)
+  bool eof = false;            // the client shut down its write side
+  bool closing = false;        // close once the output is flushed (oversized line)
+  bool resume_posted = false;  // process() will run again soon (batch limit)
   SteadyClock::time_point last_activity = SteadyClock::now();
   SteadyClock::time_point last_write = SteadyClock::now();
 
@@ -258,10 +264,9 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   void read() {
     if (!srv || reading || eof || closing || unsent() > srv->lim.max_output) return;
     reading = true;
-    sock.async_read_some(asio::buffer(rbuf),
-                         [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                           self->on_read(ec, n);
-                         });
+    sock.async_read_some(
+        asio::buffer(rbuf),
+        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -270,7 +275,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
     if (ec == asio::error::eof) {
       eof = true;
     } else if (ec) {
-      return close("read failed: " + ec.message());
+      return close(gone(ec) ? "" : "read failed: " + ec.message());
     } else {
       last_activity = SteadyClock::now();
       in.append(rbuf.data(), n);
@@ -278,10 +283,25 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
     process();
   }
 
-  // Handles every complete line, unless the output is backed up; then reads
-  // more, or closes when the client is done.
+  // Handles the complete lines received, unless the output is backed up; then
+  // reads more, or closes when the client is done. At most kBatch requests
+  // per turn of the loop: a client flooding requests delays I/O handlers by
+  // no more than that.
   void process() {
+    static constexpr int kBatch = 32;
+    int handled = 0;
     while (srv && !closing && unsent() <= srv->lim.max_output) {
+      if (handled == kBatch) {
+        flush();
+        if (!resume_posted) {
+          resume_posted = true;
+          asio::post(sock.get_executor(), [self = shared_from_this()] {
+            self->resume_posted = false;
+            if (self->srv) self->process();
+          });
+        }
+        return;
+      }
       std::size_t nl = in.find('\n', scanned);
       std::size_t end = nl;
       if (nl == std::string::npos) {
@@ -304,6 +324,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       scanned = consumed;
       if (!o.audit.empty()) srv->log(false, o.audit);
       respond(control::dump(o.response));
+      handled++;
     }
     if (!srv) return;
     if (consumed > 0) {  // drop handled lines at once, not one by one
@@ -320,10 +341,10 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   }
 
   void oversized() {
-    respond(control::dump(json{
-        {"ok", false},
-        {"error", "request line longer than " + std::to_string(control::kMaxLine) +
-                      " bytes: closing the connection; " + kExample}}));
+    respond(control::dump(
+        json{{"ok", false},
+             {"error", "request line longer than " + std::to_string(control::kMaxLine) +
+                           " bytes: closing the connection; " + kExample}}));
     srv->log(false, "control: closed a connection that sent a line longer than " +
                         std::to_string(control::kMaxLine) + " bytes");
     closing = true;
@@ -332,7 +353,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   }
 
   void respond(std::string line) {
-    if (pending.empty() && !writing) last_write = SteadyClock::now();  // the stall clock starts
+    if (unsent() == 0) last_write = SteadyClock::now();  // the stall clock starts
     pending += line;
     pending += '\n';
   }
@@ -346,16 +367,15 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       woff = 0;
     }
     writing = true;
-    sock.async_write_some(asio::buffer(wbuf.data() + woff, wbuf.size() - woff),
-                          [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                            self->on_write(ec, n);
-                          });
+    sock.async_write_some(
+        asio::buffer(wbuf.data() + woff, wbuf.size() - woff),
+        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_write(ec, n); });
   }
 
   void on_write(std::error_code ec, std::size_t n) {
     writing = false;
     if (!srv) return;
-    if (ec) return close("write failed: " + ec.message());
+    if (ec) return close(gone(ec) ? "" : "write failed: " + ec.message());
     last_write = last_activity = SteadyClock::now();
     woff += n;
     if (woff == wbuf.size()) {
@@ -363,6 +383,11 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       woff = 0;
     }
     process();  // may resume reading (back-pressure released) or close
+  }
+
+  // The client closed its socket: nothing worth a log line.
+  static bool gone(std::error_code ec) {
+    return ec == asio::error::broken_pipe || ec == asio::error::connection_reset;
   }
 
   // Closes at once; `why` is logged when not empty.
@@ -403,19 +428,21 @@ void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket 
   accept_error_logged = false;
   if (sessions.size() >= lim.max_sessions) {
     // One small line into an empty socket buffer: never blocks.
-    std::string msg = control::dump(json{
-                          {"ok", false},
-                          {"error", "too many control connections (" +
-                                        std::to_string(lim.max_sessions) +
-                                        " open): close idle ones and retry"}}) +
+    std::string msg = control::dump(json{{"ok", false},
+                                         {"error", "too many control connections (" +
+                                                       std::to_string(lim.max_sessions) +
+                                                       " open): close idle ones and retry"}}) +
                       "\n";
     std::error_code ignored;
     sock.non_blocking(true, ignored);
     sock.write_some(asio::buffer(msg), ignored);
     sock.close(ignored);
-    log(false, "control: refused a connection: " + std::to_string(lim.max_sessions) +
-                   " sessions already open");
+    if (!refusal_logged)
+      log(false, "control: refusing connections: " + std::to_string(lim.max_sessions) +
+                     " sessions already open");
+    refusal_logged = true;
   } else {
+    refusal_logged = false;
     auto s = std::make_shared<Session>(this, std::move(sock));
     sessions.insert(s);
     arm_sweeper();
@@ -465,10 +492,16 @@ ControlServer::ControlServer(asio::io_context& io, ControlApi& api, const config
                              Log log, ControlLimits limits)
     : impl_(std::make_shared<Impl>(io, api, cfg, std::move(log), limits)) {}
 
-ControlServer::~ControlServer() { stop(); }
+ControlServer::~ControlServer() {
+  stop();
+}
 
-std::size_t ControlServer::sessions() const { return impl_->sessions.size(); }
-const std::string& ControlServer::socket_path() const { return impl_->cfg.socket; }
+std::size_t ControlServer::sessions() const {
+  return impl_->sessions.size();
+}
+const std::string& ControlServer::socket_path() const {
+  return impl_->cfg.socket;
+}
 
 namespace {
 
@@ -568,7 +601,8 @@ std::string ControlServer::start() {
   if (ec) {
     int err = ec.value();
     std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
-    if (err == ENOENT) return fail("cannot bind: the directory " + dir + " does not exist: create it");
+    if (err == ENOENT)
+      return fail("cannot bind: the directory " + dir + " does not exist: create it");
     if (err == EACCES)
       return fail("cannot bind: permission denied in " + dir +
                   ": run the server as a user who may write there, or choose another directory");

@@ -7,9 +7,9 @@
 // Header-only and free of I/O: any thread may use it.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <array>
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,7 +57,8 @@ inline constexpr std::array<Command, 14> kCommands{{
     {"switch-group", "GROUP", 1, 1, "serve I/O from this group"},
     {"queueing", "on|off", 1, 1, "no-path policy: queue requests, or fail them at once"},
     {"fail-queued", "", 0, 0, "fail the requests now waiting for a path with EIO"},
-    {"reload", "[--dry-run]", 0, 1, "re-read the configuration file and apply it (or only check it)"},
+    {"reload", "[--dry-run]", 0, 1,
+     "re-read the configuration file and apply it (or only check it)"},
     {"reset-stats", "", 0, 0, "zero the counters"},
     // Not a ControlApi call: lists these commands.
     {"help", "", 0, 0, "list the commands"},
@@ -107,8 +108,8 @@ inline std::string normalize(std::string_view command) {
 inline std::string check(const std::string& command, const std::vector<std::string>& args) {
   const Command* c = find_command(command);
   if (!c) {
-    std::string what = command.empty() ? std::string("empty command")
-                                       : "unknown command '" + command + "'";
+    std::string what =
+        command.empty() ? std::string("empty command") : "unknown command '" + command + "'";
     return what + ": the commands are " + command_list();
   }
   if (args.size() < c->min_args || args.size() > c->max_args) {
@@ -117,10 +118,9 @@ inline std::string check(const std::string& command, const std::vector<std::stri
     };
     std::string n = c->min_args == c->max_args ? count(c->max_args)
                     : c->min_args == 0         ? "at most " + count(c->max_args)
-                                               : std::to_string(c->min_args) + " to " +
-                                                     count(c->max_args);
-    return std::string(c->name) + " takes " + n +
-           " (" + usage(*c) + "), not " + std::to_string(args.size());
+                                       : std::to_string(c->min_args) + " to " + count(c->max_args);
+    return std::string(c->name) + " takes " + n + " (" + usage(*c) + "), not " +
+           std::to_string(args.size());
   }
   if (c->name == "queueing" && args[0] != "on" && args[0] != "off")
     return "queueing takes on or off, not '" + args[0] + "'";

@@ -529,6 +529,12 @@ void Engine::dispatch(Request& r) {
 // multi-conn) a flush on any live path covers it; otherwise the flush waits
 // for the path to come back, until its deadline.
 void Engine::dispatch_flush(Request& r) {
+  if (!unflushed_lost_.empty()) {
+    log(LogLevel::Error, "flush failed with EIO: path " + unflushed_lost_ +
+                             " was removed while down with unflushed writes");
+    unflushed_lost_.clear();
+    return finish(r, EIO);
+  }
   std::vector<PathSlot*> targets;
   for (auto& s : slots_) {
     if (!s->dirty()) continue;
@@ -1188,7 +1194,10 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
       timers_.cancel(sl->timer);
       sl->path->disconnect();
       while (sl->inflight) abandon(*sl->inflight);
-      sl->write_gen = sl->flushed_gen;  // a dead path's writes cannot be flushed any more
+      // Its unflushed writes can no longer be flushed. Without a shared
+      // cache they may be lost: the next flush says so with EIO, once.
+      if (sl->dirty() && !coherent_flush_) unflushed_lost_ = sl->cfg.name;
+      sl->write_gen = sl->flushed_gen;
       set_state(*sl, PathState::Draining, "removed by reload");
     }
   }

@@ -230,6 +230,7 @@ class Engine final : public ControlApi, private PathListener {
   PathCaps disk_;
   Options opts_;
   bool coherent_flush_;  // shared cache, or every path advertises multi-conn
+  std::string unflushed_lost_;  // a path removed while down and dirty: the next flush fails
 
   std::vector<std::unique_ptr<PathSlot>> slots_;  // index == PathId
   std::vector<Group> groups_;                     // by priority, highest first

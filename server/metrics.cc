@@ -34,8 +34,7 @@ namespace {
 
 using Out = fmt::memory_buffer;
 
-constexpr const char* kStates[] = {"connecting", "probing", "held",
-                                   "active",     "failed",  "draining"};
+constexpr const char* kStates[] = {"connecting", "probing", "held", "active", "failed", "draining"};
 
 // A label value per the exposition format: backslash, double quote and
 // line feed are escaped; everything else (UTF-8 included) goes as is.
@@ -55,12 +54,13 @@ std::string label_value(std::string_view v) {
   return out;
 }
 
-// A sample value: integers exactly, floating point in the shortest form
-// that reads back the same, and NaN/+Inf/-Inf spelt as the format wants.
+// A floating-point sample value: 15 significant digits, so that a unit
+// conversion's rounding noise (123.4 us -> 0.00012340000000000002 s) is not
+// printed; NaN and infinities spelt as the format wants.
 std::string value_text(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  return fmt::format("{}", v);
+  return fmt::format("{:.15g}", v);
 }
 
 // Microseconds from a histogram to seconds.
@@ -83,60 +83,77 @@ class Writer {
   void sample_real(std::string_view name, std::string_view labels, double v) {
     put(name, labels, value_text(v));
   }
-  std::string take() { return fmt::to_string(out_); }
-
- private:
   void put(std::string_view name, std::string_view labels, std::string_view value) {
     if (labels.empty())
       fmt::format_to(std::back_inserter(out_), "{} {}\n", name, value);
     else
       fmt::format_to(std::back_inserter(out_), "{}{{{}}} {}\n", name, labels, value);
   }
+  std::string take() { return fmt::to_string(out_); }
+
+ private:
   Out out_;
 };
 
-struct Counter {
+std::string count(std::uint64_t v) {
+  return fmt::format("{}", v);
+}
+
+// One engine-wide sample without labels.
+struct EngineMetric {
   const char* name;
   const char* type;
   const char* help;
-  std::uint64_t EngineInfo::*field;
+  std::string (*value)(const EngineInfo&);
 };
 
-const Counter kEngineCounters[] = {
+const EngineMetric kEngineMetrics[] = {
     {"nbd_multipath_requests_total", "counter",
      "Requests submitted to the engine (client requests and the engine's own write-backs).",
-     &EngineInfo::requests},
+     [](const EngineInfo& e) { return count(e.requests); }},
     {"nbd_multipath_failed_requests_total", "counter", "Requests that completed with an error.",
-     &EngineInfo::failed_requests},
+     [](const EngineInfo& e) { return count(e.failed_requests); }},
     {"nbd_multipath_retries_total", "counter",
      "Requests sent again on another path after an attempt failed or timed out.",
-     &EngineInfo::retries},
-    {"nbd_multipath_group_switches_total", "counter",
-     "Changes of the path group that serves I/O.", &EngineInfo::group_switches},
+     [](const EngineInfo& e) { return count(e.retries); }},
+    {"nbd_multipath_group_switches_total", "counter", "Changes of the path group that serves I/O.",
+     [](const EngineInfo& e) { return count(e.group_switches); }},
     {"nbd_multipath_queued_no_path_total", "counter",
-     "Requests that had to wait because no path was usable.", &EngineInfo::queued_no_path},
+     "Requests that had to wait because no path was usable.",
+     [](const EngineInfo& e) { return count(e.queued_no_path); }},
+    {"nbd_multipath_queued_no_path_seconds_total", "counter",
+     "Total time requests waited because no path was usable, in seconds.",
+     [](const EngineInfo& e) {
+       return value_text(static_cast<double>(e.queued_no_path_ms) / 1e3);
+     }},
     {"nbd_multipath_waiting_requests", "gauge",
-     "Requests waiting now for a path (none usable, all busy, or held).", &EngineInfo::waiting},
+     "Requests waiting now for a path (none usable, all busy, or held).",
+     [](const EngineInfo& e) { return count(e.waiting); }},
+    {"nbd_multipath_queueing", "gauge",
+     "1 while requests queue when no path is usable, 0 while they fail at once.",
+     [](const EngineInfo& e) { return count(e.queueing ? 1 : 0); }},
     {"nbd_multipath_abandoned_writes_total", "counter",
      "Write attempts abandoned on a failed path while their outcome was unknown.",
-     &EngineInfo::abandoned_writes},
+     [](const EngineInfo& e) { return count(e.abandoned_writes); }},
     {"nbd_multipath_abandoned_writes_pending", "gauge",
-     "Abandoned writes not yet resolved (they may still land).", &EngineInfo::abandoned_pending},
+     "Abandoned writes not yet resolved (they may still land).",
+     [](const EngineInfo& e) { return count(e.abandoned_pending); }},
     {"nbd_multipath_abandoned_writes_resolved_late_total", "counter",
-     "Abandoned writes resolved because their late reply arrived.", &EngineInfo::resolved_late},
+     "Abandoned writes resolved because their late reply arrived.",
+     [](const EngineInfo& e) { return count(e.resolved_late); }},
     {"nbd_multipath_abandoned_writes_resolved_by_death_total", "counter",
      "Abandoned writes resolved because their connection died.",
-     &EngineInfo::resolved_by_death},
+     [](const EngineInfo& e) { return count(e.resolved_by_death); }},
     {"nbd_multipath_abandoned_writes_reapplied_total", "counter",
      "Newer data written back over ranges that abandoned writes may have overwritten.",
-     &EngineInfo::reapplied},
+     [](const EngineInfo& e) { return count(e.reapplied); }},
     {"nbd_multipath_abandoned_writes_unshadowed_total", "counter",
      "Abandoned writes whose newer data could not be kept because stale-writes.max-bytes was "
      "reached.",
-     &EngineInfo::unshadowed},
+     [](const EngineInfo& e) { return count(e.unshadowed); }},
     {"nbd_multipath_shadow_bytes", "gauge",
      "Memory held now for newer data over unresolved abandoned writes, in bytes.",
-     &EngineInfo::shadow_bytes},
+     [](const EngineInfo& e) { return count(e.shadow_bytes); }},
 };
 
 struct PathCounter {
@@ -152,8 +169,8 @@ const PathCounter kPathCounters[] = {
      &PathInfo::requests},
     {"nbd_multipath_path_bytes_total", "counter", "Bytes of the attempts sent on this path.",
      &PathInfo::bytes},
-    {"nbd_multipath_path_errors_total", "counter",
-     "Transport errors and EIO replies on this path.", &PathInfo::errors},
+    {"nbd_multipath_path_errors_total", "counter", "Transport errors and EIO replies on this path.",
+     &PathInfo::errors},
     {"nbd_multipath_path_timeouts_total", "counter", "Attempts on this path that timed out.",
      &PathInfo::timeouts},
     {"nbd_multipath_path_failovers_total", "counter",
@@ -189,17 +206,10 @@ std::string render_metrics(ControlApi& api) {
   const std::vector<PathInfo> paths = api.show_paths();
   Writer w;
 
-  for (const auto& c : kEngineCounters) {
-    w.family(c.name, c.type, c.help);
-    w.sample(c.name, "", e.*c.field);
+  for (const auto& m : kEngineMetrics) {
+    w.family(m.name, m.type, m.help);
+    w.put(m.name, "", m.value(e));
   }
-  w.family("nbd_multipath_queued_no_path_seconds_total", "counter",
-           "Total time requests waited because no path was usable, in seconds.");
-  w.sample_real("nbd_multipath_queued_no_path_seconds_total", "",
-                static_cast<double>(e.queued_no_path_ms) / 1e3);
-  w.family("nbd_multipath_queueing", "gauge",
-           "1 while requests queue when no path is usable, 0 while they fail at once.");
-  w.sample("nbd_multipath_queueing", "", e.queueing ? 1 : 0);
 
   w.family("nbd_multipath_serving_group", "gauge",
            "1 for the path group that serves I/O now, 0 for the others.");
@@ -211,7 +221,8 @@ std::string render_metrics(ControlApi& api) {
   for (const auto& o : e.ops) op_labels.push_back(fmt::format("op=\"{}\"", label_value(o.op)));
   for (const auto& c : kOpCounters) {
     w.family(c.name, "counter", c.help);
-    for (std::size_t i = 0; i < e.ops.size(); ++i) w.sample(c.name, op_labels[i], e.ops[i].*c.field);
+    for (std::size_t i = 0; i < e.ops.size(); ++i)
+      w.sample(c.name, op_labels[i], e.ops[i].*c.field);
   }
   w.family("nbd_multipath_op_latency_p50_seconds", "gauge",
            "Median client-visible latency of this request type, in seconds.");
@@ -230,7 +241,8 @@ std::string render_metrics(ControlApi& api) {
         fmt::format("path=\"{}\",group=\"{}\"", label_value(p.name), label_value(p.group)));
   for (const auto& c : kPathCounters) {
     w.family(c.name, c.type, c.help);
-    for (std::size_t i = 0; i < paths.size(); ++i) w.sample(c.name, path_labels[i], paths[i].*c.field);
+    for (std::size_t i = 0; i < paths.size(); ++i)
+      w.sample(c.name, path_labels[i], paths[i].*c.field);
   }
   w.family("nbd_multipath_path_inflight", "gauge", "Attempts in flight on this path now.");
   for (std::size_t i = 0; i < paths.size(); ++i)

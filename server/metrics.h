@@ -31,7 +31,7 @@ class MetricsServer {
   // error: true for failures an operator should see; false for information.
   using Log = std::function<void(bool error, const std::string&)>;
 
-  static constexpr std::size_t kMaxHead = 8192;   // bytes of request line plus headers
+  static constexpr std::size_t kMaxHead = 8192;    // bytes of request line plus headers
   static constexpr unsigned kMaxConnections = 16;  // further clients wait in the backlog
   static constexpr std::chrono::milliseconds kDefaultTimeout{5000};  // per connection
   static constexpr unsigned kSocketMode = 0600;  // permission bits of the Unix socket

@@ -79,6 +79,13 @@ durability:
   shared-cache: true
 stale-writes:
   max-bytes: 128MiB
+control:
+  socket: /run/mp/ctl.sock
+  mode: "0660"
+  group: root
+  events: 1000
+metrics:
+  listen: 127.0.0.1:9100
 )");
   INFO(r.error);
   REQUIRE(r);
@@ -125,6 +132,12 @@ stale-writes:
   CHECK(c.checker.interval == 250ms);
   CHECK(c.durability.shared_cache == true);
   CHECK(c.stale_writes.max_bytes == 128ull << 20);
+  CHECK(c.control.socket == "/run/mp/ctl.sock");
+  CHECK(c.control.mode == 0660);
+  CHECK(c.control.group == "root");
+  CHECK(c.control.events == 1000);
+  CHECK(c.metrics.socket.empty());
+  CHECK(c.metrics.listen == "127.0.0.1:9100");
 }
 
 TEST_CASE("a file with only paths gets every default") {
@@ -165,6 +178,12 @@ TEST_CASE("a file with only paths gets every default") {
   CHECK(c.checker.interval == 1s);
   CHECK(c.durability.shared_cache == false);
   CHECK(c.stale_writes.max_bytes == 64ull << 20);
+  CHECK(c.control.socket.empty());
+  CHECK(c.control.mode == 0600);
+  CHECK(c.control.group.empty());
+  CHECK(c.control.events == 256);
+  CHECK(c.metrics.socket.empty());
+  CHECK(c.metrics.listen.empty());
   CHECK(c.source == "t.yaml");
 }
 
@@ -591,6 +610,253 @@ TEST_CASE("cross-field rules") {
   }
 }
 
+namespace {
+
+// The configuration from `section` (YAML text after one path), which must load.
+Config with_section(const std::string& section) {
+  LoadResult r = load("paths:\n  - uri: nbd://a\n" + section);
+  INFO("yaml:\n" << section << "\nerror: " << r.error);
+  REQUIRE(r);
+  return *r.config;
+}
+
+void expect_section_error(const std::string& section, const std::string& prefix,
+                          const std::string& phrase) {
+  expect_error("paths:\n  - uri: nbd://a\n" + section, prefix, phrase);
+}
+
+}  // namespace
+
+TEST_CASE("control: accepted forms") {
+  SUBCASE("socket alone takes the defaults") {
+    Config c = with_section("control:\n  socket: /run/mp/ctl.sock\n");
+    CHECK(c.control.socket == "/run/mp/ctl.sock");
+    CHECK(c.control.mode == 0600);
+    CHECK(c.control.group.empty());
+    CHECK(c.control.events == 256);
+  }
+  SUBCASE("an empty section is no section") {
+    Config c = with_section("control:\n");
+    CHECK(c.control.socket.empty());
+  }
+  SUBCASE("mode as a quoted string") {
+    CHECK(with_section("control:\n  socket: /s\n  mode: \"0660\"\n").control.mode == 0660);
+    CHECK(with_section("control:\n  socket: /s\n  mode: '0640'\n").control.mode == 0640);
+  }
+  SUBCASE("mode as a plain YAML number with a leading 0") {
+    CHECK(with_section("control:\n  socket: /s\n  mode: 0660\n").control.mode == 0660);
+    CHECK(with_section("control:\n  socket: /s\n  mode: 0777\n").control.mode == 0777);
+    CHECK(with_section("control:\n  socket: /s\n  mode: 0\n").control.mode == 0);
+    CHECK(with_section("control:\n  socket: /s\n  mode: 00\n").control.mode == 0);
+    CHECK(with_section("control:\n  socket: /s\n  mode: 0o600\n").control.mode == 0600);
+  }
+  SUBCASE("an existing group") {
+    CHECK(with_section("control:\n  socket: /s\n  group: root\n").control.group == "root");
+  }
+  SUBCASE("events at both ends of the range") {
+    CHECK(with_section("control:\n  socket: /s\n  events: 1\n").control.events == 1);
+    CHECK(with_section("control:\n  socket: /s\n  events: 100000\n").control.events == 100000);
+  }
+  SUBCASE("the longest socket path sockaddr_un holds") {
+    std::string path = "/" + std::string(106, 'x');
+    CHECK(with_section("control:\n  socket: " + path + "\n").control.socket == path);
+  }
+}
+
+TEST_CASE("control: errors") {
+  SUBCASE("no socket") {
+    expect_section_error("control:\n  mode: \"0660\"\n", "t.yaml:3:1: ",
+                         "control: has no socket: add 'socket: /run/nbd-multipath/ctl.sock'");
+  }
+  SUBCASE("relative socket path") {
+    expect_section_error("control:\n  socket: run/ctl.sock\n",
+                         "t.yaml:4:11: ", "control.socket 'run/ctl.sock' is not an absolute path");
+  }
+  SUBCASE("socket path names a directory") {
+    expect_section_error("control:\n  socket: /run/mp/\n", "t.yaml:4:11: ",
+                         "control.socket '/run/mp/' ends with / and so names a directory");
+  }
+  SUBCASE("socket path too long for sockaddr_un") {
+    expect_section_error("control:\n  socket: /" + std::string(107, 'x') + "\n", "t.yaml:4:11: ",
+                         "control.socket is 108 bytes long, but a Unix socket path can be at "
+                         "most 107 bytes");
+  }
+  SUBCASE("socket has no value") {
+    expect_section_error("control:\n  socket:\n", "t.yaml:4:3: ", "control.socket has no value");
+  }
+  SUBCASE("mode without a leading 0, plain or quoted") {
+    expect_section_error("control:\n  socket: /s\n  mode: 660\n", "t.yaml:5:9: ",
+                         "control.mode must be octal permission bits with a leading 0, such as "
+                         "0660 or \"0600\", not '660'");
+    expect_section_error("control:\n  socket: /s\n  mode: \"660\"\n", "t.yaml:5:9: ",
+                         "control.mode must be octal permission bits with a leading 0");
+  }
+  SUBCASE("mode that is not a number") {
+    expect_section_error("control:\n  socket: /s\n  mode: rw-rw----\n",
+                         "t.yaml:5:9: ", "control.mode must be octal permission bits");
+    expect_section_error("control:\n  socket: /s\n  mode: 0x1b0\n",
+                         "t.yaml:5:9: ", "control.mode must be octal permission bits");
+    expect_section_error("control:\n  socket: /s\n  mode: \"\"\n",
+                         "t.yaml:5:9: ", "control.mode must be octal permission bits");
+    expect_section_error("control:\n  socket: /s\n  mode: 0o\n",
+                         "t.yaml:5:9: ", "control.mode must be octal permission bits");
+  }
+  SUBCASE("mode with digits 8 or 9") {
+    expect_section_error("control:\n  socket: /s\n  mode: 0680\n", "t.yaml:5:9: ",
+                         "control.mode '0680' is not octal: use only the digits 0 to 7");
+  }
+  SUBCASE("mode above 0777") {
+    expect_section_error("control:\n  socket: /s\n  mode: 01777\n",
+                         "t.yaml:5:9: ", "control.mode must be from 0 to 0777, not '01777'");
+    expect_section_error("control:\n  socket: /s\n  mode: 07777777777777777777777\n",
+                         "t.yaml:5:9: ", "control.mode must be from 0 to 0777");
+  }
+  SUBCASE("group that does not exist") {
+    expect_section_error("control:\n  socket: /s\n  group: no-such-group-mp\n", "t.yaml:5:10: ",
+                         "group 'no-such-group-mp' does not exist: set control.group to an "
+                         "existing group");
+  }
+  SUBCASE("group with a blank") {
+    expect_section_error("control:\n  socket: /s\n  group: \"disk users\"\n",
+                         "t.yaml:5:10: ", "control.group 'disk users' contains a blank");
+  }
+  SUBCASE("events out of range") {
+    expect_section_error("control:\n  socket: /s\n  events: 0\n",
+                         "t.yaml:5:11: ", "control.events must be from 1 to 100000, not '0'");
+    expect_section_error("control:\n  socket: /s\n  events: 100001\n",
+                         "t.yaml:5:11: ", "control.events must be from 1 to 100000, not '100001'");
+  }
+  SUBCASE("unknown key with a suggestion") {
+    expect_section_error("control:\n  socket: /s\n  evnets: 5\n", "t.yaml:5:3: ",
+                         "unknown key 'evnets' in control: (did you mean 'events'?): use one of "
+                         "socket, mode, group, events");
+  }
+  SUBCASE("the section is a scalar") {
+    expect_section_error("control: /run/ctl.sock\n", "t.yaml:3:10: ",
+                         "control must be a mapping of socket, mode, group or events, not "
+                         "'/run/ctl.sock'");
+  }
+}
+
+TEST_CASE("metrics: accepted forms") {
+  SUBCASE("a Unix socket") {
+    Config c = with_section("metrics:\n  socket: /run/mp/metrics.sock\n");
+    CHECK(c.metrics.socket == "/run/mp/metrics.sock");
+    CHECK(c.metrics.listen.empty());
+  }
+  SUBCASE("an empty section is off") {
+    Config c = with_section("metrics:\n");
+    CHECK(c.metrics.socket.empty());
+    CHECK(c.metrics.listen.empty());
+  }
+  SUBCASE("IPv4 loopback, any address in 127.0.0.0/8") {
+    CHECK(with_section("metrics:\n  listen: 127.0.0.1:9100\n").metrics.listen == "127.0.0.1:9100");
+    CHECK(with_section("metrics:\n  listen: 127.1.2.3:80\n").metrics.listen == "127.1.2.3:80");
+  }
+  SUBCASE("port 0 and port 65535") {
+    CHECK(with_section("metrics:\n  listen: 127.0.0.1:0\n").metrics.listen == "127.0.0.1:0");
+    CHECK(with_section("metrics:\n  listen: 127.0.0.1:65535\n").metrics.listen ==
+          "127.0.0.1:65535");
+  }
+  SUBCASE("IPv6 loopback in brackets, canonical form kept") {
+    CHECK(with_section("metrics:\n  listen: \"[::1]:9100\"\n").metrics.listen == "[::1]:9100");
+    CHECK(with_section("metrics:\n  listen: \"[0:0:0:0:0:0:0:1]:9100\"\n").metrics.listen ==
+          "[::1]:9100");
+  }
+  SUBCASE("leading zeros of the port are dropped") {
+    CHECK(with_section("metrics:\n  listen: 127.0.0.1:09100\n").metrics.listen == "127.0.0.1:9100");
+  }
+  SUBCASE("control and metrics on different sockets") {
+    Config c = with_section(
+        "control:\n  socket: /run/mp/ctl.sock\nmetrics:\n  socket: /run/mp/metrics.sock\n");
+    CHECK(c.control.socket == "/run/mp/ctl.sock");
+    CHECK(c.metrics.socket == "/run/mp/metrics.sock");
+  }
+}
+
+TEST_CASE("metrics: errors") {
+  SUBCASE("both socket and listen: the second one is named") {
+    expect_section_error("metrics:\n  socket: /m.sock\n  listen: 127.0.0.1:9100\n", "t.yaml:5:3: ",
+                         "metrics has both socket and listen: keep one, since the endpoint "
+                         "serves either a Unix socket or a loopback TCP address");
+    expect_section_error("metrics:\n  listen: 127.0.0.1:9100\n  socket: /m.sock\n",
+                         "t.yaml:5:3: ", "metrics has both socket and listen");
+  }
+  SUBCASE("a non-loopback IPv4 address says why") {
+    LoadResult r = load("paths:\n  - uri: nbd://a\nmetrics:\n  listen: 0.0.0.0:9100\n");
+    REQUIRE_FALSE(r);
+    CHECK(r.error ==
+          "t.yaml:4:11: metrics.listen address '0.0.0.0' is not a loopback address: only "
+          "127.0.0.0/8 and ::1 are allowed, because the metrics endpoint has no authentication "
+          "(to scrape it from another host, put an authenticating proxy in front of it)");
+  }
+  SUBCASE("other non-loopback addresses") {
+    expect_section_error("metrics:\n  listen: 10.1.2.3:9100\n", "t.yaml:4:11: ",
+                         "metrics.listen address '10.1.2.3' is not a loopback address");
+    expect_section_error("metrics:\n  listen: \"[::]:9100\"\n",
+                         "t.yaml:4:11: ", "metrics.listen address '::' is not a loopback address");
+    expect_section_error("metrics:\n  listen: \"[::ffff:127.0.0.1]:9100\"\n",
+                         "t.yaml:4:11: ", "is not a loopback address");
+    expect_section_error("metrics:\n  listen: 128.0.0.1:9100\n",
+                         "t.yaml:4:11: ", "is not a loopback address");
+  }
+  SUBCASE("a host name is not a numeric address") {
+    expect_section_error("metrics:\n  listen: localhost:9100\n", "t.yaml:4:11: ",
+                         "metrics.listen 'localhost:9100' names 'localhost', which is not a "
+                         "numeric address: write the address itself, as in 127.0.0.1:9100");
+  }
+  SUBCASE("no port") {
+    expect_section_error("metrics:\n  listen: 127.0.0.1\n", "t.yaml:4:11: ",
+                         "metrics.listen '127.0.0.1' has no port: add one, as in 127.0.0.1:9100 "
+                         "(port 0 picks a free port)");
+    expect_section_error("metrics:\n  listen: \"127.0.0.1:\"\n", "t.yaml:4:11: ", "has no port");
+    expect_section_error("metrics:\n  listen: \"[::1]\"\n", "t.yaml:4:11: ", "has no port");
+  }
+  SUBCASE("port out of range or not a number") {
+    expect_section_error("metrics:\n  listen: 127.0.0.1:65536\n", "t.yaml:4:11: ",
+                         "port '65536' in metrics.listen is not a port number: use a port from 0 "
+                         "to 65535");
+    expect_section_error("metrics:\n  listen: 127.0.0.1:99999999999999999999\n",
+                         "t.yaml:4:11: ", "is not a port number");
+    expect_section_error("metrics:\n  listen: 127.0.0.1:http\n",
+                         "t.yaml:4:11: ", "metrics.listen must be a loopback address and a port");
+  }
+  SUBCASE("a bare IPv6 address needs brackets") {
+    expect_section_error("metrics:\n  listen: \"::1:9100\"\n", "t.yaml:4:11: ",
+                         "looks like a bare IPv6 address: put the address in brackets");
+  }
+  SUBCASE("a URL or other extras are refused") {
+    for (const char* text :
+         {"http://127.0.0.1:9100/metrics", "127.0.0.1:9100/metrics", "user@127.0.0.1:9100",
+          "127.0.0.1:9100?x=1", "127.0.0.1%20:9100", "\":9100\""}) {
+      expect_section_error(std::string("metrics:\n  listen: ") + text + "\n", "t.yaml:4:11: ",
+                           "metrics.listen must be a loopback address and a port, such as "
+                           "127.0.0.1:9100 or [::1]:9100, not ");
+    }
+  }
+  SUBCASE("relative socket path") {
+    expect_section_error("metrics:\n  socket: metrics.sock\n", "t.yaml:4:11: ",
+                         "metrics.socket 'metrics.sock' is not an absolute path: use a path that "
+                         "starts with /, such as /run/nbd-multipath/metrics.sock");
+  }
+  SUBCASE("the same socket as control") {
+    expect_section_error("control:\n  socket: /run/s\nmetrics:\n  socket: /run/s\n",
+                         "t.yaml:6:11: ",
+                         "metrics.socket is the same path as control.socket: give each its own "
+                         "path");
+  }
+  SUBCASE("listen is a sequence") {
+    expect_section_error("metrics:\n  listen: [127.0.0.1, 9100]\n", "t.yaml:4:11: ",
+                         "metrics.listen must be an address such as 127.0.0.1:9100 or "
+                         "[::1]:9100, not a sequence");
+  }
+  SUBCASE("unknown key with a suggestion") {
+    expect_section_error("metrics:\n  listn: 127.0.0.1:1\n", "t.yaml:4:3: ",
+                         "unknown key 'listn' in metrics: (did you mean 'listen'?): use one of "
+                         "socket, listen");
+  }
+}
+
 TEST_CASE("load_file") {
   SUBCASE("missing file") {
     LoadResult r = load_file("/nonexistent/dir/disk.yaml");
@@ -877,6 +1143,9 @@ TEST_CASE("every file in config/examples loads") {
   LoadResult full = load_file((dir / "full.yaml").string());
   REQUIRE(full);
   CHECK(full.config->groups.size() >= 2);
+  CHECK(full.config->control.socket == "/run/nbd-multipath/ctl.sock");
+  CHECK(full.config->control.mode == 0660);
+  CHECK(full.config->metrics.socket == "/run/nbd-multipath/metrics.sock");
   LoadResult fb = load_file((dir / "groups-failback.yaml").string());
   REQUIRE(fb);
   CHECK(fb.config->failover.failback == Failback::Delayed);

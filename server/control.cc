@@ -199,6 +199,8 @@ std::string errno_sentence(int err) {
 
 // ------------------------------------------------------------- server ----
 
+// The listener and the set of sessions. Runs on the loop thread; pending
+// handlers hold a shared_ptr, and after stop() they touch nothing else.
 struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io, ControlApi& api, const config::Control& cfg, Log log,
        ControlLimits lim)

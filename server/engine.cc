@@ -196,6 +196,12 @@ PathSlot& Engine::add_slot(const config::Path& pc) {
 void Engine::rebuild_groups() {
   std::string serving = serving_ >= 0 ? groups_[serving_].name : "";
   std::vector<config::Group> gs = cfg_.groups;
+  // A group gone from the configuration stays, last and never serving, while
+  // paths a reload removed from it still drain.
+  for (auto& s : slots_)
+    if (s->state != PathState::Removed &&
+        std::none_of(gs.begin(), gs.end(), [&](auto& g) { return g.name == s->cfg.group; }))
+      gs.push_back(config::Group{s->cfg.group, INT_MIN});
   std::stable_sort(gs.begin(), gs.end(),
                    [](const auto& a, const auto& b) { return a.priority > b.priority; });
   groups_.clear();
@@ -230,9 +236,11 @@ Engine::~Engine() {
 
 Engine::Group& Engine::group_of(const PathSlot& s) { return groups_[s.group]; }
 
+// The live path with this name; a path a reload is removing has handed its
+// name on, to its replacement if there is one.
 PathSlot* Engine::slot_named(const std::string& name) {
   for (auto& s : slots_)
-    if (s->cfg.name == name && s->state != PathState::Removed) return s.get();
+    if (s->cfg.name == name && s->state != PathState::Removed && !s->removing) return s.get();
   return nullptr;
 }
 
@@ -944,17 +952,26 @@ void Engine::reapply_done(Request& r) {
 // A path removed by a reload leaves once nothing is in flight on it and its
 // writes are flushed (a flush reaches draining paths too).
 void Engine::finish_removal(PathSlot& s) {
-  if (s.state == PathState::Removed || s.inflight || s.dirty()) return;
+  // Unflushed writes keep it until a flush reaches it, unless any live path's
+  // flush covers them (shared cache or multi-conn).
+  if (s.state == PathState::Removed || s.inflight || (s.dirty() && !coherent_flush_)) return;
   timers_.cancel(s.timer);
   group_of(s).selector->remove_path(s.id);
   s.path->disconnect();
   set_state(s, PathState::Removed, "removed by reload");
 }
 
+// The sentence for an operator action on a name with no live path.
+std::string Engine::no_such_path(const std::string& name) {
+  for (auto& s : slots_)
+    if (s->cfg.name == name && s->removing && s->state != PathState::Removed)
+      return "path " + name + " is being removed by a reload";
+  return "no path named '" + name + "': see show paths";
+}
+
 std::string Engine::fail_path(const std::string& name) {
   PathSlot* s = slot_named(name);
-  if (!s) return "no path named '" + name + "': see show paths";
-  if (s->removing) return "path " + name + " is being removed by a reload";
+  if (!s) return no_such_path(name);
   s->admin_down = true;
   if (s->state != PathState::Failed) fail_path(*s, "operator: fail");
   else timers_.cancel(s->timer);  // no reconnect until reinstated
@@ -964,8 +981,7 @@ std::string Engine::fail_path(const std::string& name) {
 
 std::string Engine::reinstate_path(const std::string& name) {
   PathSlot* s = slot_named(name);
-  if (!s) return "no path named '" + name + "': see show paths";
-  if (s->removing) return "path " + name + " is being removed by a reload";
+  if (!s) return no_such_path(name);
   s->admin_down = false;
   switch (s->state) {
     case PathState::Active: return "path " + name + " is already active";
@@ -989,7 +1005,7 @@ std::string Engine::reinstate_path(const std::string& name) {
 
 std::string Engine::drain_path(const std::string& name) {
   PathSlot* s = slot_named(name);
-  if (!s) return "no path named '" + name + "': see show paths";
+  if (!s) return no_such_path(name);
   if (s->state != PathState::Active)
     return "path " + name + " is " + to_string(s->state) + ": only an active path can drain";
   group_of(*s).selector->fail_path(s->id);
@@ -1096,6 +1112,10 @@ std::vector<GroupInfo> Engine::show_groups() {
     GroupInfo g{groups_[i].name, groups_[i].priority, static_cast<int>(i) == serving_, {}};
     for (auto& sl : slots_)
       if (sl->group == i && sl->state != PathState::Removed) g.paths.push_back(sl->cfg.name);
+    // A group kept only for paths a reload removed goes once they have left.
+    bool configured = std::any_of(cfg_.groups.begin(), cfg_.groups.end(),
+                                  [&](auto& c) { return c.name == g.name; });
+    if (!configured && g.paths.empty()) continue;
     v.push_back(std::move(g));
   }
   return v;
@@ -1146,6 +1166,7 @@ std::string Engine::reload(bool dry_run, std::string* summary) {
 // and leaves. Groups, selector, timeouts and policies change at once.
 std::string Engine::apply(config::Config next, bool dry_run, std::string* summary) {
   std::vector<std::string> added, removed, changed;
+  std::vector<PathSlot*> leaving;
   std::size_t usable_kept = 0;
   for (auto& sl : slots_) {
     if (sl->state == PathState::Removed || sl->removing) continue;
@@ -1153,6 +1174,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
                            [&](const config::Path& p) { return p.name == sl->cfg.name; });
     if (it == next.paths.end() || it->uri != sl->cfg.uri) {
       removed.push_back(sl->cfg.name);
+      leaving.push_back(sl.get());
       continue;
     }
     if (sl->state == PathState::Active) usable_kept++;
@@ -1183,8 +1205,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   next.control = cfg_.control;
   next.metrics = cfg_.metrics;
   next.source = cfg_.source;
-  for (const auto& name : removed) {
-    PathSlot* sl = slot_named(name);
+  for (PathSlot* sl : leaving) {
     sl->removing = true;
     if (sl->state == PathState::Active) {
       group_of(*sl).selector->fail_path(sl->id);

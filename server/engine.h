@@ -186,6 +186,7 @@ class Engine final : public ControlApi, private PathListener {
 
   PathSlot* slot_of(const Path& path);
   PathSlot* slot_named(const std::string& name);
+  std::string no_such_path(const std::string& name);
   PathSlot& add_slot(const config::Path& pc);
   void rebuild_groups();
   void finish_removal(PathSlot& s);

@@ -81,7 +81,7 @@ c_gone() {
 
 wait_for "paths a and b to be active" 20 both_active
 
-start_workload w "$(mp_uri mp)" --duration $((20 * _MP_TIME_FACTOR)) --connections 4
+start_workload w "$(mp_uri mp)" --duration 20 --connections 4
 wait_for "the workload to get going" 20 workload_progress_over w 200
 progress_before=$(progress)
 

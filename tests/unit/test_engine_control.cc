@@ -1041,8 +1041,8 @@ TEST_CASE("engine control: apply removes a path together with its group") {
     check_group_members(h);
   }
   SUBCASE("idle: it leaves at once") {
-    // Under AddressSanitizer this aborts: rebuild_groups() indexes groups_
-    // with the removed path's old group index (heap-use-after-free).
+    // The draining path's group is gone: nothing may index groups_ with its
+    // old group index (AddressSanitizer, or -D_GLIBCXX_ASSERTIONS, catch it).
     auto next = group_config(config::Failback::Immediate);
     next.paths.pop_back();  // S
     next.groups = {config::Group{"fast", 10}};

@@ -16,7 +16,11 @@ struct OpCounters {
   std::string op;
   std::uint64_t requests = 0;  // completed client requests
   std::uint64_t bytes = 0;
-  std::uint64_t errors = 0;    // completed with an error
+  std::uint64_t errors = 0;    // completed with an error; by kind:
+  std::uint64_t errors_eio = 0;    // EIO: includes timeouts and dead paths after failover
+  std::uint64_t errors_nospc = 0;  // ENOSPC from the server
+  std::uint64_t errors_perm = 0;   // EPERM (or EROFS) from the server
+  std::uint64_t errors_other = 0;  // EINVAL, ENOTSUP (fast zero), ...
   double latency_p50_us = 0;   // client-visible latency, from a histogram
   double latency_p99_us = 0;
 };
@@ -27,7 +31,9 @@ struct PathInfo {
   std::string reason;  // why it is in that state
   unsigned inflight = 0;
   std::uint64_t requests = 0, bytes = 0;
-  std::uint64_t errors = 0;    // transport errors and EIO from the server
+  std::uint64_t errors = 0;    // transport errors and EIO from the server; by kind:
+  std::uint64_t transport_errors = 0;  // the connection died under a command
+  std::uint64_t eio_errors = 0;        // the server replied EIO (failover policy)
   std::uint64_t timeouts = 0;  // attempts that timed out
   std::uint64_t failovers = 0;  // attempts abandoned here and retried elsewhere
   std::uint64_t failures = 0, reinstatements = 0;

@@ -21,9 +21,11 @@ namespace mp {
 // JSON field names are the struct members' names (snake_case). Missing fields
 // read as their defaults, so an older or newer peer still parses.
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(OpCounters, op, requests, bytes, errors,
-                                                latency_p50_us, latency_p99_us)
+                                                errors_eio, errors_nospc, errors_perm,
+                                                errors_other, latency_p50_us, latency_p99_us)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, state, reason, inflight,
-                                                requests, bytes, errors, timeouts, failovers,
+                                                requests, bytes, errors, transport_errors,
+                                                eio_errors, timeouts, failovers,
                                                 failures, reinstatements, latency_p50_us,
                                                 latency_p99_us, abandoned_pending)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)

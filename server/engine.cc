@@ -151,6 +151,7 @@ struct PathSlot {
 // Client requests of one type.
 struct OpStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0;
+  std::uint64_t errors_eio = 0, errors_nospc = 0, errors_perm = 0, errors_other = 0;
   Latency latency;
 };
 
@@ -794,7 +795,10 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   else if (result == PathResult::RemoteError && err == EIO &&
            cfg_.failover.eio == config::EioPolicy::Failover)
     path_error = "server returned EIO";
-  if (!path_error.empty()) s.stats.errors++;
+  if (!path_error.empty()) {
+    s.stats.errors++;
+    (result == PathResult::TransportDead ? s.stats.transport_errors : s.stats.eio_errors)++;
+  }
 
   if (a.probe) {
     delete &a;
@@ -863,6 +867,10 @@ void Engine::finish(Request& r, int err) {
     o.requests++;
     o.bytes += r.count;
     if (err) o.errors++;
+    if (err == EIO) o.errors_eio++;
+    else if (err == ENOSPC) o.errors_nospc++;
+    else if (err == EPERM) o.errors_perm++;
+    else if (err) o.errors_other++;
     o.latency.add(rt_.now() - r.started);
   }
   if (!err && opts_.track_stale_writes && !r.internal && !tracker_.idle()) {
@@ -1093,6 +1101,8 @@ std::vector<PathInfo> Engine::show_paths() {
     p.requests = st.requests;
     p.bytes = st.bytes;
     p.errors = st.errors;
+    p.transport_errors = st.transport_errors;
+    p.eio_errors = st.eio_errors;
     p.timeouts = st.timeouts;
     p.failovers = st.failovers;
     p.failures = st.failures;
@@ -1142,6 +1152,7 @@ EngineInfo Engine::show_stats() {
   for (std::size_t i = 0; i < ops_.size(); i++) {
     const OpStats& o = ops_[i];
     e.ops.push_back(OpCounters{to_string(static_cast<Op>(i)), o.requests, o.bytes, o.errors,
+                               o.errors_eio, o.errors_nospc, o.errors_perm, o.errors_other,
                                o.latency.quantile(0.5), o.latency.quantile(0.99)});
   }
   return e;

@@ -123,6 +123,7 @@ struct EngineStats {
 
 struct PathStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
+  std::uint64_t transport_errors = 0, eio_errors = 0;  // errors, by kind
   std::uint64_t failures = 0, reinstatements = 0, probes = 0;
 };
 

@@ -76,8 +76,8 @@ FakeApi make_api() {
   e.reapplied = 7;
   e.unshadowed = 8;
   e.shadow_bytes = 4096;
-  e.ops = {mp::OpCounters{"read", 10, 40960, 1, 1500, 25000},
-           mp::OpCounters{"write", 20, 81920, 0, 250, 1000}};
+  e.ops = {mp::OpCounters{"read", 10, 40960, 1, 1, 0, 0, 0, 1500, 25000},
+           mp::OpCounters{"write", 20, 81920, 0, 0, 0, 0, 0, 250, 1000}};
   api.groups = {mp::GroupInfo{"fast", 10, true, {"a", "c"}},
                 mp::GroupInfo{"slow", 0, false, {"b"}}};
   mp::PathInfo a;

@@ -50,14 +50,14 @@ struct Failover {
   unsigned max_retries = 8;  // further attempts after the first, 0..100
   EioPolicy eio = EioPolicy::Failover;
   Failback failback = Failback::Immediate;
-  Duration failback_delay{0};  // only with Failback::Delayed
+  Duration failback_delay{0};   // only with Failback::Delayed
   Duration reconnect_min{100};  // back-off of a failed path's reconnects
   Duration reconnect_max{5000};
 };
 
 struct NoPath {
   NoPathPolicy policy = NoPathPolicy::Queue;
-  Duration max_time{30000};     // a queued request fails with EIO after this
+  Duration max_time{30000};      // a queued request fails with EIO after this
   unsigned max_requests = 4096;  // beyond this, new requests fail with EIO at once
 };
 
@@ -79,9 +79,9 @@ struct StaleWrites {
 
 // The control socket (nbd-multipath-ctl talks to it). No socket when empty.
 struct Control {
-  std::string socket;   // absolute path of a Unix socket
-  unsigned mode = 0600;  // permission bits of the socket, octal in YAML ("0660")
-  std::string group;    // group owning the socket; empty: the server's group
+  std::string socket;     // absolute path of a Unix socket
+  unsigned mode = 0600;   // permission bits of the socket, octal in YAML ("0660")
+  std::string group;      // group owning the socket; empty: the server's group
   unsigned events = 256;  // state-change events kept for `show events`, 1..100000
 };
 

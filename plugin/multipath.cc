@@ -39,7 +39,7 @@ struct State {
   std::unique_ptr<mp::Engine> engine;
   std::unique_ptr<mp::ControlServer> control;  // when control.socket is set
   std::unique_ptr<mp::MetricsServer> metrics;  // when metrics.socket or .listen is set
-  std::thread watcher;  // turns nbdkit's shutdown into Engine::shutdown
+  std::thread watcher;                         // turns nbdkit's shutdown into Engine::shutdown
 };
 State* g;  // created in .load, freed in .unload
 
@@ -50,7 +50,9 @@ void log_line(mp::LogLevel level, const std::string& line) {
     nbdkit_debug("%s", line.c_str());
 }
 
-void mp_load() noexcept { g = new (std::nothrow) State; }
+void mp_load() noexcept {
+  g = new (std::nothrow) State;
+}
 
 void mp_unload() noexcept {
   delete g;
@@ -80,9 +82,10 @@ int mp_config_complete() noexcept try {
   mp::config::LoadResult r;
   if (!g->config_file.empty()) {
     if (!g->quick.paths.empty() || !g->quick.options.empty()) {
-      nbdkit_error("config=%s cannot be combined with path= or other parameters: put them in the "
-                   "YAML file",
-                   g->config_file.c_str());
+      nbdkit_error(
+          "config=%s cannot be combined with path= or other parameters: put them in the "
+          "YAML file",
+          g->config_file.c_str());
       return -1;
     }
     r = mp::config::load_file(g->config_file);
@@ -121,10 +124,11 @@ int mp_get_ready() noexcept try {
       continue;
     }
     if (k.size != g->disk.size) {
-      nbdkit_error("path %s has size %llu but path %s has size %llu: every path must reach the "
-                   "same disk",
-                   p.name.c_str(), static_cast<unsigned long long>(k.size), first_name.c_str(),
-                   static_cast<unsigned long long>(g->disk.size));
+      nbdkit_error(
+          "path %s has size %llu but path %s has size %llu: every path must reach the "
+          "same disk",
+          p.name.c_str(), static_cast<unsigned long long>(k.size), first_name.c_str(),
+          static_cast<unsigned long long>(g->disk.size));
       return -1;
     }
     mp::PathCaps& d = g->disk;
@@ -221,23 +225,45 @@ void mp_cleanup() noexcept {
   g->loop.reset();
 }
 
-void* mp_open(int /*readonly*/) noexcept { return g; }
-
-int64_t mp_get_size(void*) noexcept { return static_cast<int64_t>(g->disk.size); }
-int mp_can_write(void*) noexcept { return !g->disk.read_only; }
-int mp_can_flush(void*) noexcept { return g->disk.can_flush; }
-int mp_is_rotational(void*) noexcept { return g->disk.is_rotational; }
-int mp_can_trim(void*) noexcept { return g->disk.can_trim; }
-// false: nbdkit emulates zero with writes, and still advertises it.
-int mp_can_zero(void*) noexcept { return g->disk.can_zero; }
-int mp_can_fast_zero(void*) noexcept { return g->disk.can_zero && g->disk.can_fast_zero; }
-int mp_can_fua(void*) noexcept {
-  return g->disk.can_fua ? NBDKIT_FUA_NATIVE : g->disk.can_flush ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+void* mp_open(int /*readonly*/) noexcept {
+  return g;
 }
-int mp_can_cache(void*) noexcept { return g->disk.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE; }
+
+int64_t mp_get_size(void*) noexcept {
+  return static_cast<int64_t>(g->disk.size);
+}
+int mp_can_write(void*) noexcept {
+  return !g->disk.read_only;
+}
+int mp_can_flush(void*) noexcept {
+  return g->disk.can_flush;
+}
+int mp_is_rotational(void*) noexcept {
+  return g->disk.is_rotational;
+}
+int mp_can_trim(void*) noexcept {
+  return g->disk.can_trim;
+}
+// false: nbdkit emulates zero with writes, and still advertises it.
+int mp_can_zero(void*) noexcept {
+  return g->disk.can_zero;
+}
+int mp_can_fast_zero(void*) noexcept {
+  return g->disk.can_zero && g->disk.can_fast_zero;
+}
+int mp_can_fua(void*) noexcept {
+  return g->disk.can_fua     ? NBDKIT_FUA_NATIVE
+         : g->disk.can_flush ? NBDKIT_FUA_EMULATE
+                             : NBDKIT_FUA_NONE;
+}
+int mp_can_cache(void*) noexcept {
+  return g->disk.can_cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE;
+}
 // Every client connection shares the same paths, and a flush covers writes
 // from all of them (the engine tracks dirty paths globally).
-int mp_can_multi_conn(void*) noexcept { return 1; }
+int mp_can_multi_conn(void*) noexcept {
+  return 1;
+}
 
 int mp_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) noexcept {
   *minimum = g->disk.min_block;
@@ -282,7 +308,9 @@ int mp_pread(void*, void* buf, uint32_t count, uint64_t offset, uint32_t flags) 
 int mp_pwrite(void*, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
   return run(Op::Write, const_cast<void*>(buf), count, offset, flags);
 }
-int mp_flush(void*, uint32_t flags) noexcept { return run(Op::Flush, nullptr, 0, 0, flags); }
+int mp_flush(void*, uint32_t flags) noexcept {
+  return run(Op::Flush, nullptr, 0, 0, flags);
+}
 int mp_trim(void*, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
   return run(Op::Trim, nullptr, count, offset, flags);
 }

@@ -16,12 +16,12 @@ struct OpCounters {
   std::string op;
   std::uint64_t requests = 0;  // completed client requests
   std::uint64_t bytes = 0;
-  std::uint64_t errors = 0;    // completed with an error; by kind:
+  std::uint64_t errors = 0;        // completed with an error; by kind:
   std::uint64_t errors_eio = 0;    // EIO: includes timeouts and dead paths after failover
   std::uint64_t errors_nospc = 0;  // ENOSPC from the server
   std::uint64_t errors_perm = 0;   // EPERM (or EROFS) from the server
   std::uint64_t errors_other = 0;  // EINVAL, ENOTSUP (fast zero), ...
-  double latency_p50_us = 0;   // client-visible latency, from a histogram
+  double latency_p50_us = 0;       // client-visible latency, from a histogram
   double latency_p99_us = 0;
 };
 
@@ -31,14 +31,14 @@ struct PathInfo {
   std::string reason;  // why it is in that state
   unsigned inflight = 0;
   std::uint64_t requests = 0, bytes = 0;
-  std::uint64_t errors = 0;    // transport errors and EIO from the server; by kind:
+  std::uint64_t errors = 0;            // transport errors and EIO from the server; by kind:
   std::uint64_t transport_errors = 0;  // the connection died under a command
   std::uint64_t eio_errors = 0;        // the server replied EIO (failover policy)
-  std::uint64_t timeouts = 0;  // attempts that timed out
-  std::uint64_t failovers = 0;  // attempts abandoned here and retried elsewhere
+  std::uint64_t timeouts = 0;          // attempts that timed out
+  std::uint64_t failovers = 0;         // attempts abandoned here and retried elsewhere
   std::uint64_t failures = 0, reinstatements = 0;
   double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
-  std::uint64_t abandoned_pending = 0;  // abandoned writes not yet resolved
+  std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
 };
 
 struct GroupInfo {
@@ -50,10 +50,10 @@ struct GroupInfo {
 
 struct EngineInfo {
   std::uint64_t requests = 0, failed_requests = 0, retries = 0, group_switches = 0;
-  std::uint64_t queued_no_path = 0;       // requests that ever waited with no path
-  std::uint64_t queued_no_path_ms = 0;    // their total time waiting
-  std::uint64_t waiting = 0;              // waiting now (no path, busy, held)
-  bool queueing = true;                   // no-path policy in force: queue (true) or fail
+  std::uint64_t queued_no_path = 0;     // requests that ever waited with no path
+  std::uint64_t queued_no_path_ms = 0;  // their total time waiting
+  std::uint64_t waiting = 0;            // waiting now (no path, busy, held)
+  bool queueing = true;                 // no-path policy in force: queue (true) or fail
   std::uint64_t abandoned_writes = 0, abandoned_pending = 0, resolved_late = 0,
                 resolved_by_death = 0, reapplied = 0, unshadowed = 0, shadow_bytes = 0;
   std::vector<OpCounters> ops;
@@ -78,7 +78,7 @@ class ControlApi {
   // Each returns "" when done, else one sentence saying what is wrong.
   virtual std::string fail_path(const std::string& path) = 0;
   virtual std::string reinstate_path(const std::string& path) = 0;  // reconnects and probes
-  virtual std::string drain_path(const std::string& path) = 0;  // no new I/O; in-flight finish
+  virtual std::string drain_path(const std::string& path) = 0;      // no new I/O; in-flight finish
   virtual std::string switch_group(const std::string& group) = 0;
   virtual std::string set_queueing(bool on) = 0;
   virtual std::string fail_queued(std::uint64_t* failed) = 0;

@@ -20,14 +20,14 @@ namespace mp {
 
 // JSON field names are the struct members' names (snake_case). Missing fields
 // read as their defaults, so an older or newer peer still parses.
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(OpCounters, op, requests, bytes, errors,
-                                                errors_eio, errors_nospc, errors_perm,
-                                                errors_other, latency_p50_us, latency_p99_us)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(OpCounters, op, requests, bytes, errors, errors_eio,
+                                                errors_nospc, errors_perm, errors_other,
+                                                latency_p50_us, latency_p99_us)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, state, reason, inflight,
                                                 requests, bytes, errors, transport_errors,
-                                                eio_errors, timeouts, failovers,
-                                                failures, reinstatements, latency_p50_us,
-                                                latency_p99_us, abandoned_pending)
+                                                eio_errors, timeouts, failovers, failures,
+                                                reinstatements, latency_p50_us, latency_p99_us,
+                                                abandoned_pending)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_requests, retries,
                                                 group_switches, queued_no_path, queued_no_path_ms,

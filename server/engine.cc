@@ -1,8 +1,6 @@
 // The multipath engine (see engine.h for the request flow).
 #include "server/engine.h"
 
-#include "server/latency.h"
-
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,6 +11,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "server/latency.h"
+
 namespace mp {
 
 using std::chrono::duration_cast;
@@ -20,25 +20,38 @@ using std::chrono::milliseconds;
 
 const char* to_string(Op op) {
   switch (op) {
-    case Op::Read: return "read";
-    case Op::Write: return "write";
-    case Op::Flush: return "flush";
-    case Op::Trim: return "trim";
-    case Op::Zero: return "zero";
-    case Op::Cache: return "cache";
+    case Op::Read:
+      return "read";
+    case Op::Write:
+      return "write";
+    case Op::Flush:
+      return "flush";
+    case Op::Trim:
+      return "trim";
+    case Op::Zero:
+      return "zero";
+    case Op::Cache:
+      return "cache";
   }
   return "?";
 }
 
 const char* to_string(PathState s) {
   switch (s) {
-    case PathState::Connecting: return "connecting";
-    case PathState::Probing: return "probing";
-    case PathState::Held: return "held";
-    case PathState::Active: return "active";
-    case PathState::Draining: return "draining";
-    case PathState::Failed: return "failed";
-    case PathState::Removed: return "removed";
+    case PathState::Connecting:
+      return "connecting";
+    case PathState::Probing:
+      return "probing";
+    case PathState::Held:
+      return "held";
+    case PathState::Active:
+      return "active";
+    case PathState::Draining:
+      return "draining";
+    case PathState::Failed:
+      return "failed";
+    case PathState::Removed:
+      return "removed";
   }
   return "?";
 }
@@ -83,7 +96,27 @@ static void wake(Request& r) {
 // ---- Attempts and path slots ----
 
 // Attempt outcomes, per the design card: OK / TIMEOUT / CANCELLED / ERROR.
-enum class Outcome : std::uint8_t { Ok, Timeout, Cancelled, Error };
+// How an attempt ended, per the design card: OK, TIMEOUT (its timer fired),
+// CANCELLED (abandoned because its path failed, or at shutdown), ERROR.
+// In flight until set; an abandoned attempt keeps its outcome while its late
+// completion is awaited.
+enum class Outcome : std::uint8_t { InFlight, Ok, Timeout, Cancelled, Error };
+
+static const char* to_string(Outcome o) {
+  switch (o) {
+    case Outcome::InFlight:
+      return "in flight";
+    case Outcome::Ok:
+      return "ok";
+    case Outcome::Timeout:
+      return "timed out";
+    case Outcome::Cancelled:
+      return "cancelled";
+    case Outcome::Error:
+      return "error";
+  }
+  return "?";
+}
 
 // One command sent on one path for one request (or a probe: req == nullptr
 // and probe == true). Owned by the engine; freed when the path reports it
@@ -94,13 +127,14 @@ struct Attempt final : CommandSink {
   Request* req = nullptr;  // nullptr once abandoned, or for a probe
   bool probe = false;
   bool abandoned = false;
+  Outcome outcome = Outcome::InFlight;
   Command cmd;
   std::shared_ptr<std::byte[]> buf;  // cmd.data points into it
   Clock::time_point start{};
   TimerQueue::Key timer;
-  std::uint64_t flush_gen = 0;   // flush: the path's write_gen when sent
-  std::uint64_t stale_id = 0;    // abandoned write: its tracker id
-  Attempt* prev = nullptr;       // in the slot's in-flight list, or the engine's abandoned list
+  std::uint64_t flush_gen = 0;  // flush: the path's write_gen when sent
+  std::uint64_t stale_id = 0;   // abandoned write: its tracker id
+  Attempt* prev = nullptr;      // in the slot's in-flight list, or the engine's abandoned list
   Attempt* next = nullptr;
 
   void command_done(PathResult result, int err) override {
@@ -116,8 +150,10 @@ static void link(Attempt*& head, Attempt* a) {
   head = a;
 }
 static void unlink(Attempt*& head, Attempt* a) {
-  if (a->prev) a->prev->next = a->next;
-  else head = a->next;
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    head = a->next;
   if (a->next) a->next->prev = a->prev;
   a->prev = a->next = nullptr;
 }
@@ -129,18 +165,18 @@ struct PathSlot {
   std::size_t group = 0;
   PathState state = PathState::Connecting;
   std::string reason;
-  Clock::time_point since{};     // of the current state
+  Clock::time_point since{};  // of the current state
   unsigned backoff_step = 0;
-  TimerQueue::Key timer;         // connect timeout, or reconnect back-off
-  Attempt* inflight = nullptr;   // live attempts on the current connection
+  TimerQueue::Key timer;        // connect timeout, or reconnect back-off
+  Attempt* inflight = nullptr;  // live attempts on the current connection
   unsigned inflight_count = 0;
-  bool probing = false;          // a probe attempt is in flight
+  bool probing = false;  // a probe attempt is in flight
   Clock::time_point last_io{};
   // Flush bookkeeping: write_gen counts acknowledged writes; flushed_gen is the
   // write_gen covered by the last successful flush. Dirty while they differ.
   std::uint64_t write_gen = 0;
   std::uint64_t flushed_gen = 0;
-  std::string refusal;  // why its last connection was refused, logged once
+  std::string refusal;      // why its last connection was refused, logged once
   bool admin_down = false;  // failed by the operator: no reconnect until reinstated
   bool removing = false;    // removed by a reload: draining, then Removed
   PathStats stats;
@@ -235,7 +271,9 @@ Engine::~Engine() {
   for (Attempt* a : all) delete a;
 }
 
-Engine::Group& Engine::group_of(const PathSlot& s) { return groups_[s.group]; }
+Engine::Group& Engine::group_of(const PathSlot& s) {
+  return groups_[s.group];
+}
 
 // The live path with this name; a path a reload is removing has handed its
 // name on, to its replacement if there is one.
@@ -292,9 +330,9 @@ void Engine::set_state(PathSlot& s, PathState to, const std::string& reason) {
 }
 
 void Engine::event(const std::string& subject, const std::string& what, const std::string& reason) {
-  auto ms = std::chrono::duration_cast<milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count();
+  auto ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   events_.push_back(Event{ms, subject, what, reason});
   while (events_.size() > std::max(1u, cfg_.control.events)) events_.pop_front();
 }
@@ -318,7 +356,8 @@ void Engine::connect_path(PathSlot& s) {
   set_state(s, PathState::Connecting, s.backoff_step ? "reconnecting" : "connecting");
   s.timer = timers_.arm(rt_.now() + cfg_.timeouts.connect, [this, &s] {
     s.timer = {};
-    fail_path(s, "connect timed out after " + std::to_string(cfg_.timeouts.connect.count()) + " ms");
+    fail_path(s,
+              "connect timed out after " + std::to_string(cfg_.timeouts.connect.count()) + " ms");
   });
   s.path->connect();
 }
@@ -336,7 +375,8 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
   else if ((disk_.can_flush && !caps.can_flush) || (disk_.can_fua && !caps.can_fua) ||
            (disk_.can_trim && !caps.can_trim) || (disk_.can_zero && !caps.can_zero) ||
            (disk_.can_fast_zero && !caps.can_fast_zero) || (disk_.can_cache && !caps.can_cache))
-    refused = "it lacks a capability (flush, FUA, trim, zero, fast-zero or cache) the disk advertises";
+    refused =
+        "it lacks a capability (flush, FUA, trim, zero, fast-zero or cache) the disk advertises";
   if (!refused.empty()) {
     if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
     s->refusal = refused;
@@ -390,8 +430,8 @@ void Engine::schedule_reconnect(PathSlot& s) {
 }
 
 void Engine::probe(PathSlot& s) {
-  std::uint32_t len = static_cast<std::uint32_t>(std::min<std::uint64_t>(
-      std::max<std::uint32_t>(disk_.min_block, 512), disk_.size));
+  std::uint32_t len = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(std::max<std::uint32_t>(disk_.min_block, 512), disk_.size));
   if (len == 0) {  // an empty disk has nothing to read: the handshake is the probe
     probe_done(s, true, "");
     return;
@@ -405,7 +445,8 @@ void Engine::probe(PathSlot& s) {
 void Engine::probe_done(PathSlot& s, bool ok, const std::string& why) {
   s.probing = false;
   if (!ok) {
-    fail_path(s, (s.state == PathState::Active ? "checker probe failed: " : "probe read failed: ") + why);
+    fail_path(
+        s, (s.state == PathState::Active ? "checker probe failed: " : "probe read failed: ") + why);
     return;
   }
   if (s.state == PathState::Probing) try_reinstate(s);
@@ -415,13 +456,15 @@ void Engine::probe_done(PathSlot& s, bool ok, const std::string& why) {
 // older connection of it could still land (see stale_writes.h).
 void Engine::try_reinstate(PathSlot& s) {
   if (opts_.track_stale_writes && tracker_.pending_on(s.id)) {
-    set_state(s, PathState::Held, "probe read succeeded; abandoned writes from its old connection still unresolved");
+    set_state(s, PathState::Held,
+              "probe read succeeded; abandoned writes from its old connection still unresolved");
     return;
   }
   bool first = s.stats.reinstatements == 0 && s.stats.failures == 0;
   s.backoff_step = 0;
   s.stats.reinstatements++;
-  set_state(s, PathState::Active, first ? "probe read succeeded" : "reinstated: probe read succeeded");
+  set_state(s, PathState::Active,
+            first ? "probe read succeeded" : "reinstated: probe read succeeded");
   group_of(s).selector->reinstate_path(s.id);
   regroup(false);
   pump();
@@ -444,7 +487,9 @@ void Engine::regroup(bool failback_due) {
     if (cur >= 0) failed_over_ = true;
   } else if (best >= 0 && best < cur) {  // a better group is usable again
     switch (cfg_.failover.failback) {
-      case config::Failback::Immediate: next = best; break;
+      case config::Failback::Immediate:
+        next = best;
+        break;
       case config::Failback::Manual:
         // Until the first failover, the best group serves (start-up election).
         if (!failed_over_) next = best;
@@ -470,9 +515,13 @@ void Engine::regroup(bool failback_due) {
   timers_.cancel(failback_timer_);
   serving_ = next;
   if (cur >= 0 || next >= 0) stats_.group_switches++;
-  event("engine", "group " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
-                      (next >= 0 ? groups_[next].name : "(none)"),
-        next < 0 ? "no usable path" : cur < 0 ? "a path is usable" : cur_usable ? "failback" : "failover");
+  event("engine",
+        "group " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
+            (next >= 0 ? groups_[next].name : "(none)"),
+        next < 0     ? "no usable path"
+        : cur < 0    ? "a path is usable"
+        : cur_usable ? "failback"
+                     : "failover");
   log(LogLevel::Error, "group: " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
                            (next >= 0 ? groups_[next].name : "(none)") +
                            (next < 0     ? ": no usable path"
@@ -482,7 +531,8 @@ void Engine::regroup(bool failback_due) {
 }
 
 Engine::Group* Engine::serving_group() {
-  return serving_ >= 0 && groups_[serving_].selector->has_usable_path() ? &groups_[serving_] : nullptr;
+  return serving_ >= 0 && groups_[serving_].selector->has_usable_path() ? &groups_[serving_]
+                                                                        : nullptr;
 }
 
 // Every checker interval: probe idle active paths, so a dead idle path is
@@ -572,7 +622,8 @@ void Engine::dispatch_flush(Request& r) {
 
 void Engine::no_path(Request& r) {
   if (!queueing_) {
-    log(LogLevel::Debug, std::string(to_string(r.op)) + " failed: no usable path (no-path policy: fail)");
+    log(LogLevel::Debug,
+        std::string(to_string(r.op)) + " failed: no usable path (no-path policy: fail)");
     return finish(r, EIO);
   }
   if (no_path_count_ >= cfg_.no_path.max_requests) {
@@ -626,7 +677,8 @@ void Engine::unwait(Request& r) {
 bool Engine::can_go(const Request& r) {
   if (stopping_) return true;
   switch (r.wait_kind) {
-    case Request::Wait::NoPath: return serving_group() != nullptr;
+    case Request::Wait::NoPath:
+      return serving_group() != nullptr;
     case Request::Wait::Busy: {
       Group* g = serving_group();
       if (!g) return true;  // dispatch moves it to the no-path queue
@@ -634,12 +686,14 @@ bool Engine::can_go(const Request& r) {
         if (&group_of(*s) == g && g->selector->can_take(s->id)) return true;
       return false;
     }
-    case Request::Wait::Hold: return !tracker_.must_hold(r.offset, r.count, r.tag);
+    case Request::Wait::Hold:
+      return !tracker_.must_hold(r.offset, r.count, r.tag);
     case Request::Wait::Flush:
       for (auto& s : slots_)
         if (s->dirty() && !connected(*s) && s->state != PathState::Removed) return false;
       return true;
-    case Request::Wait::None: return true;
+    case Request::Wait::None:
+      return true;
   }
   return true;
 }
@@ -722,6 +776,7 @@ void Engine::abandon(Attempt& a) {
   group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
   timers_.cancel(a.timer);
   a.abandoned = true;
+  if (a.outcome == Outcome::InFlight) a.outcome = Outcome::Cancelled;
   link(abandoned_, &a);
   if (a.probe) {
     s.probing = false;
@@ -746,6 +801,7 @@ void Engine::abandon(Attempt& a) {
 void Engine::attempt_timeout(Attempt& a) {
   PathSlot& s = *a.slot;
   s.stats.timeouts++;
+  a.outcome = Outcome::Timeout;
   if (a.req && rt_.now() >= a.req->deadline && rt_.now() - a.start < cfg_.timeouts.attempt) {
     // The request's deadline, not the attempt's timer: give up on the request
     // but keep the path.
@@ -755,19 +811,20 @@ void Engine::attempt_timeout(Attempt& a) {
     return;
   }
   fail_path(s, std::string(a.probe ? "probe" : to_string(a.cmd.op)) + " timed out after " +
-                   std::to_string(duration_cast<milliseconds>(rt_.now() - a.start).count()) + " ms");
+                   std::to_string(duration_cast<milliseconds>(rt_.now() - a.start).count()) +
+                   " ms");
 }
 
 void Engine::attempt_done(Attempt& a, PathResult result, int err) {
-  Outcome outcome = result == PathResult::Ok ? Outcome::Ok : Outcome::Error;
   if (a.abandoned) {
     // A late completion: the attempt was given up on already.
     unlink(abandoned_, &a);
     if (a.stale_id) {
       bool late = result != PathResult::TransportDead;
       tracker_.resolve(a.stale_id, late);
-      log(LogLevel::Debug, "path " + a.slot->cfg.name + ": abandoned " + to_string(a.cmd.op) +
-                               " at " + std::to_string(a.cmd.offset) + " resolved " +
+      log(LogLevel::Debug, "path " + a.slot->cfg.name + ": abandoned (" + to_string(a.outcome) +
+                               ") " + to_string(a.cmd.op) + " at " + std::to_string(a.cmd.offset) +
+                               " resolved " +
                                (late ? "late (its reply came)" : "by the connection's death"));
       for (auto& s : slots_)
         if (s->state == PathState::Held) try_reinstate(*s);
@@ -779,6 +836,8 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
     return;
   }
 
+  Outcome outcome = result == PathResult::Ok ? Outcome::Ok : Outcome::Error;
+  a.outcome = outcome;
   PathSlot& s = *a.slot;
   unlink(s.inflight, &a);
   s.inflight_count--;
@@ -802,7 +861,10 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
 
   if (a.probe) {
     delete &a;
-    probe_done(s, outcome == Outcome::Ok, outcome == Outcome::Ok ? "" : path_error.empty() ? config::errno_text(err) : path_error);
+    probe_done(s, outcome == Outcome::Ok,
+               outcome == Outcome::Ok ? ""
+               : path_error.empty()   ? config::errno_text(err)
+                                      : path_error);
     update_wake();
     return;
   }
@@ -822,8 +884,10 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
 
   if (!path_error.empty()) fail_path(s, path_error);  // first, so the retry picks another path
   if (r.pending == 0) {
-    if (r.retry_needed) retry(r);
-    else finish(r, r.err);
+    if (r.retry_needed)
+      retry(r);
+    else
+      finish(r, r.err);
   }
   if (s.removing) finish_removal(s);
   pump();
@@ -854,11 +918,22 @@ void Engine::retry(Request& r) {
 void Engine::finish(Request& r, int err) {
   unwait(r);
   switch (err) {
-    case 0: case EIO: case ENOSPC: case EPERM: case ENOMEM: case EINVAL: case EOVERFLOW:
-    case ENOTSUP: case ESHUTDOWN:
+    case 0:
+    case EIO:
+    case ENOSPC:
+    case EPERM:
+    case ENOMEM:
+    case EINVAL:
+    case EOVERFLOW:
+    case ENOTSUP:
+    case ESHUTDOWN:
       break;
-    case EROFS: err = EPERM; break;
-    default: err = EIO; break;
+    case EROFS:
+      err = EPERM;
+      break;
+    default:
+      err = EIO;
+      break;
   }
   r.err = err;
   if (err) stats_.failed_requests++;
@@ -867,10 +942,14 @@ void Engine::finish(Request& r, int err) {
     o.requests++;
     o.bytes += r.count;
     if (err) o.errors++;
-    if (err == EIO) o.errors_eio++;
-    else if (err == ENOSPC) o.errors_nospc++;
-    else if (err == EPERM) o.errors_perm++;
-    else if (err) o.errors_other++;
+    if (err == EIO)
+      o.errors_eio++;
+    else if (err == ENOSPC)
+      o.errors_nospc++;
+    else if (err == EPERM)
+      o.errors_perm++;
+    else if (err)
+      o.errors_other++;
     o.latency.add(rt_.now() - r.started);
   }
   if (!err && opts_.track_stale_writes && !r.internal && !tracker_.idle()) {
@@ -880,8 +959,10 @@ void Engine::finish(Request& r, int err) {
       tracker_.on_acked_write(r.offset, r.count, r.op == Op::Write ? r.data.get() : nullptr);
   }
   request_finished(r);
-  if (r.on_done) r.on_done(r);
-  else wake(r);
+  if (r.on_done)
+    r.on_done(r);
+  else
+    wake(r);
 }
 
 void Engine::request_finished(const Request& r) {
@@ -981,8 +1062,10 @@ std::string Engine::fail_path(const std::string& name) {
   PathSlot* s = slot_named(name);
   if (!s) return no_such_path(name);
   s->admin_down = true;
-  if (s->state != PathState::Failed) fail_path(*s, "operator: fail");
-  else timers_.cancel(s->timer);  // no reconnect until reinstated
+  if (s->state != PathState::Failed)
+    fail_path(*s, "operator: fail");
+  else
+    timers_.cancel(s->timer);  // no reconnect until reinstated
   update_wake();
   return "";
 }
@@ -992,7 +1075,8 @@ std::string Engine::reinstate_path(const std::string& name) {
   if (!s) return no_such_path(name);
   s->admin_down = false;
   switch (s->state) {
-    case PathState::Active: return "path " + name + " is already active";
+    case PathState::Active:
+      return "path " + name + " is already active";
     case PathState::Draining:
       set_state(*s, PathState::Active, "operator: reinstate");
       group_of(*s).selector->reinstate_path(s->id);
@@ -1030,10 +1114,13 @@ std::string Engine::switch_group(const std::string& name) {
     if (!groups_[i].selector->has_usable_path())
       return "group " + name + " has no usable path: see show topology";
     if (serving_ != static_cast<int>(i)) {
-      log(LogLevel::Error, "group: " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") +
-                               " -> " + name + ": operator: switch-group");
-      event("engine", "group " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") +
-                          " -> " + name, "operator: switch-group");
+      log(LogLevel::Error,
+          "group: " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") + " -> " +
+              name + ": operator: switch-group");
+      event(
+          "engine",
+          "group " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") + " -> " + name,
+          "operator: switch-group");
       serving_ = static_cast<int>(i);
       failed_over_ = true;  // manual failback keeps the operator's choice
       stats_.group_switches++;
@@ -1068,7 +1155,8 @@ std::string Engine::fail_queued(std::uint64_t* failed) {
     }
     r = next;
   }
-  if (n) log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
+  if (n)
+    log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
   *failed = n;
   update_wake();
   return "";
@@ -1158,7 +1246,9 @@ EngineInfo Engine::show_stats() {
   return e;
 }
 
-std::vector<Event> Engine::show_events() { return {events_.begin(), events_.end()}; }
+std::vector<Event> Engine::show_events() {
+  return {events_.begin(), events_.end()};
+}
 
 // ---- Live reconfiguration ----
 
@@ -1202,7 +1292,8 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
     for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
     return out.empty() ? std::string("none") : out;
   };
-  std::string what = "add " + list(added) + "; remove " + list(removed) + "; change " + list(changed);
+  std::string what =
+      "add " + list(added) + "; remove " + list(removed) + "; change " + list(changed);
   if (summary) *summary = what;
   if (usable_kept == 0)
     return "reload refused, the running configuration stays: no path that serves I/O now would "
@@ -1289,7 +1380,9 @@ const PathStats* Engine::path_stats(const std::string& path) const {
   return nullptr;
 }
 
-std::string Engine::active_group() const { return serving_ >= 0 ? groups_[serving_].name : ""; }
+std::string Engine::active_group() const {
+  return serving_ >= 0 ? groups_[serving_].name : "";
+}
 
 std::string Engine::summary() const {
   std::ostringstream o;

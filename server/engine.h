@@ -27,8 +27,8 @@
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -54,9 +54,17 @@ struct PathSlot;
 //       ▲                        │   └─abandoned writes pending─► Held ──resolved──► Active
 //       │                        ▼                                     │ drain, or removed
 //   (back-off) ◄──────────── Failed ◄── timeout, transport error,      ▼ by a reload
-//                                       EIO, probe failed,          Draining ──idle, flushed──► Removed
-//                                       operator fail (no back-off until reinstate)
-enum class PathState : std::uint8_t { Connecting, Probing, Held, Active, Draining, Failed, Removed };
+//                                       EIO, probe failed,          Draining ──idle, flushed──►
+//                                       Removed operator fail (no back-off until reinstate)
+enum class PathState : std::uint8_t {
+  Connecting,
+  Probing,
+  Held,
+  Active,
+  Draining,
+  Failed,
+  Removed
+};
 const char* to_string(PathState s);
 
 // One-shot timers keyed by deadline; the engine's own, so tests can drive time.
@@ -136,17 +144,16 @@ class Engine final : public ControlApi, private PathListener {
 
   // `disk` is what the disk advertises (the intersection of the paths' caps);
   // a path that cannot serve it is refused when it connects.
-  Engine(config::Config cfg, Runtime& rt, const PathFactory& factory, PathCaps disk,
-         Options opts);
+  Engine(config::Config cfg, Runtime& rt, const PathFactory& factory, PathCaps disk, Options opts);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   // All on the loop thread:
-  void start();                 // connects every path, starts the checker
-  void submit(Request& r);      // the request completes later, once
-  void run_timers();            // Runtime::wake_at's call-back
-  void shutdown();              // fails all queued and in-flight requests with EIO
+  void start();             // connects every path, starts the checker
+  void submit(Request& r);  // the request completes later, once
+  void run_timers();        // Runtime::wake_at's call-back
+  void shutdown();          // fails all queued and in-flight requests with EIO
 
   // Introspection (loop thread, or a test's thread).
   PathState state(const std::string& path) const;
@@ -231,7 +238,7 @@ class Engine final : public ControlApi, private PathListener {
   PathFactory factory_;
   PathCaps disk_;
   Options opts_;
-  bool coherent_flush_;  // shared cache, or every path advertises multi-conn
+  bool coherent_flush_;         // shared cache, or every path advertises multi-conn
   std::string unflushed_lost_;  // a path removed while down and dirty: the next flush fails
 
   std::vector<std::unique_ptr<PathSlot>> slots_;  // index == PathId
@@ -263,8 +270,10 @@ class Engine final : public ControlApi, private PathListener {
   // finished. Requests carry the epoch current at submission; each completed
   // write-back closes an epoch.
   std::uint64_t epoch_ = 0;
-  std::deque<std::pair<std::uint64_t, std::uint64_t>> inflight_by_epoch_;  // (epoch, requests), ascending
-  std::vector<std::pair<StaleWriteTracker::Reapply, std::uint64_t>> drops_;  // write-backs done, by epoch
+  std::deque<std::pair<std::uint64_t, std::uint64_t>>
+      inflight_by_epoch_;  // (epoch, requests), ascending
+  std::vector<std::pair<StaleWriteTracker::Reapply, std::uint64_t>>
+      drops_;  // write-backs done, by epoch
   std::uint64_t next_tag_ = 1;
   bool stopping_ = false;
   bool queueing_;  // no-path policy in force: cfg, or the operator's `queueing on|off`

@@ -8,7 +8,9 @@ namespace mp {
 EventLoop::EventLoop(Logger logger)
     : work_(asio::make_work_guard(io_)), timer_(io_), logger_(std::move(logger)) {}
 
-EventLoop::~EventLoop() { stop(); }
+EventLoop::~EventLoop() {
+  stop();
+}
 
 void EventLoop::start() {
   thread_ = std::thread([this] { io_.run(); });

@@ -11,8 +11,8 @@
 #include <libnbd.h>
 #include <poll.h>
 
-#include <asio/post.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -113,15 +113,20 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     nbd_completion_callback cb{on_complete, c, on_free};
     std::uint32_t fua = (cmd.flags & kFua) ? LIBNBD_CMD_FLAG_FUA : 0;
     switch (cmd.op) {
-      case Op::Read: return nbd_aio_pread(h, data, count, offset, cb, 0);
-      case Op::Write: return nbd_aio_pwrite(h, data, count, offset, cb, fua);
-      case Op::Flush: return nbd_aio_flush(h, cb, 0);
-      case Op::Trim: return nbd_aio_trim(h, count, offset, cb, fua);
+      case Op::Read:
+        return nbd_aio_pread(h, data, count, offset, cb, 0);
+      case Op::Write:
+        return nbd_aio_pwrite(h, data, count, offset, cb, fua);
+      case Op::Flush:
+        return nbd_aio_flush(h, cb, 0);
+      case Op::Trim:
+        return nbd_aio_trim(h, count, offset, cb, fua);
       case Op::Zero:
         return nbd_aio_zero(h, count, offset, cb,
                             fua | ((cmd.flags & kMayTrim) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE) |
                                 ((cmd.flags & kFastZero) ? LIBNBD_CMD_FLAG_FAST_ZERO : 0));
-      case Op::Cache: return nbd_aio_cache(h, count, offset, cb, 0);
+      case Op::Cache:
+        return nbd_aio_cache(h, count, offset, cb, 0);
     }
     return -1;
   }
@@ -214,7 +219,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     if (c->replied && err == 0)
       r = PathResult::Ok;
     else if (!c->replied || (is_dead && (err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET ||
-                                          err == EPIPE)))
+                                         err == EPIPE)))
       r = PathResult::TransportDead, err = err ? err : ENOTCONN;
     else
       r = PathResult::RemoteError;
@@ -280,7 +285,9 @@ NbdPath::~NbdPath() {
   }
 }
 
-unsigned NbdPath::retired_connections() const { return static_cast<unsigned>(retired_.size()); }
+unsigned NbdPath::retired_connections() const {
+  return static_cast<unsigned>(retired_.size());
+}
 
 void NbdPath::connect() {
   if (cur_) disconnect();
@@ -292,8 +299,7 @@ void NbdPath::connect() {
     err = "cannot create a libnbd handle: " + last_error();
   } else {
     nbd_set_pread_initialize(c->h, false);
-    if (nbd_aio_connect_uri(c->h, cfg_.uri.c_str()) == -1)
-      err = "connect failed: " + last_error();
+    if (nbd_aio_connect_uri(c->h, cfg_.uri.c_str()) == -1) err = "connect failed: " + last_error();
   }
   if (!err.empty()) {
     c->connecting = false;

@@ -35,7 +35,7 @@ class NbdPath final : public Path {
   config::Path cfg_;
   PathListener& listener_;
   PathCaps caps_;
-  std::shared_ptr<Conn> cur_;                  // the connection new commands go to
+  std::shared_ptr<Conn> cur_;                   // the connection new commands go to
   std::vector<std::shared_ptr<Conn>> retired_;  // open only for commands still in flight
 };
 

@@ -15,7 +15,9 @@ namespace mp {
 
 enum class Op : std::uint8_t { Read, Write, Flush, Trim, Zero, Cache };
 const char* to_string(Op op);
-inline bool is_write(Op op) { return op == Op::Write || op == Op::Trim || op == Op::Zero; }
+inline bool is_write(Op op) {
+  return op == Op::Write || op == Op::Trim || op == Op::Zero;
+}
 
 // Command flags (a subset of NBD's, same meaning).
 inline constexpr std::uint32_t kFua = 1;       // durable before the reply

@@ -67,7 +67,8 @@ std::uint64_t StaleWriteTracker::add(PathId path, std::uint64_t tag, std::uint64
 }
 
 void StaleWriteTracker::resolve(std::uint64_t id, bool late) {
-  auto it = std::find_if(writes_.begin(), writes_.end(), [&](const Write& w) { return w.id == id; });
+  auto it =
+      std::find_if(writes_.begin(), writes_.end(), [&](const Write& w) { return w.id == id; });
   if (it == writes_.end()) return;
   writes_.erase(it);
   (late ? counters_.resolved_late : counters_.resolved_by_death)++;
@@ -105,7 +106,8 @@ bool StaleWriteTracker::must_hold(std::uint64_t offset, std::uint32_t len,
 }
 
 bool StaleWriteTracker::pending_on(PathId path) const {
-  return std::any_of(writes_.begin(), writes_.end(), [&](const Write& w) { return w.path == path; });
+  return std::any_of(writes_.begin(), writes_.end(),
+                     [&](const Write& w) { return w.path == path; });
 }
 
 bool StaleWriteTracker::oldest(Clock::time_point* since) const {
@@ -117,9 +119,8 @@ bool StaleWriteTracker::oldest(Clock::time_point* since) const {
 }
 
 bool StaleWriteTracker::overlaps_unresolved(std::uint64_t offset, std::uint64_t end) const {
-  return std::any_of(writes_.begin(), writes_.end(), [&](const Write& w) {
-    return w.offset < end && offset < w.offset + w.len;
-  });
+  return std::any_of(writes_.begin(), writes_.end(),
+                     [&](const Write& w) { return w.offset < end && offset < w.offset + w.len; });
 }
 
 std::vector<StaleWriteTracker::Reapply> StaleWriteTracker::take_ready() {

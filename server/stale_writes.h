@@ -110,7 +110,7 @@ class StaleWriteTracker {
   std::uint64_t shadow_bytes_ = 0;
   std::uint64_t next_id_ = 1;
   std::uint64_t next_gen_ = 1;
-  std::vector<Write> writes_;  // unresolved only; few (bounded by in-flight writes)
+  std::vector<Write> writes_;                // unresolved only; few (bounded by in-flight writes)
   std::map<std::uint64_t, Shadow> shadows_;  // by offset; never overlapping
   Counters counters_;
 };

@@ -220,7 +220,12 @@ void mp_cleanup() noexcept {
       nbdkit_debug("%s", sum.substr(b, n - b).c_str());
     }
   });
-  g->loop->run_sync([] { g->engine.reset(); });  // paths close on the loop thread
+  // Paths close on the loop thread. The wake-up call goes first: a timer that
+  // already fired may still be queued, and must find nothing to call.
+  g->loop->run_sync([] {
+    g->loop->on_wake(nullptr);
+    g->engine.reset();
+  });
   g->loop->stop();
   g->loop.reset();
 }

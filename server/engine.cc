@@ -805,9 +805,7 @@ void Engine::attempt_timeout(Attempt& a) {
   if (a.req && rt_.now() >= a.req->deadline && rt_.now() - a.start < cfg_.timeouts.attempt) {
     // The request's deadline, not the attempt's timer: give up on the request
     // but keep the path.
-    Request& r = *a.req;
     abandon(a);  // retry() sees the deadline and fails the request
-    (void)r;
     return;
   }
   fail_path(s, std::string(a.probe ? "probe" : to_string(a.cmd.op)) + " timed out after " +

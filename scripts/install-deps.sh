@@ -9,6 +9,9 @@ pkgs=(
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
   libboost-dev nlohmann-json3-dev libcli11-dev libfmt-dev curl
   python3-libnbd fio procps util-linux
+  libiscsi-dev libiscsi-bin tgt
+  iproute2 nftables socat e2fsprogs
+  qemu-system-x86 busybox-static nbd-client dmsetup cpio xz-utils zstd
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -375,6 +376,7 @@ struct UriView {
   bool has_fragment = false;
   std::string query;
   bool has_query = false;
+  std::vector<std::string> path;  // the path's segments, percent-decoded
 };
 
 struct SchemeRule;
@@ -440,6 +442,30 @@ std::string check_tcp(const UriView& u, const SchemeRule& rule) {
   return "";
 }
 
+// iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN, libiscsi's form.
+std::string check_iscsi(const UriView& u, const SchemeRule& rule) {
+  if (!u.has_host) return quoted(*u.text) + " has no host: use " + rule.form;
+  if (auto err = check_port(u, rule); !err.empty()) return err;
+  if (u.has_query)
+    return quoted(*u.text) + " has a query ('?" + u.query +
+           "'), which iscsi:// URIs do not take: use " + rule.form;
+  std::vector<std::string> segs;
+  for (const auto& s : u.path) segs.push_back(s);
+  if (segs.size() != 2 || segs[0].empty() || segs[1].empty())
+    return quoted(*u.text) + " must name a target and a LUN after the host, as in " + rule.form +
+           " (for example iscsi://192.0.2.1/iqn.2026-11.com.example:disk/1)";
+  if (segs[0].rfind("iqn.", 0) != 0 && segs[0].rfind("eui.", 0) != 0 &&
+      segs[0].rfind("naa.", 0) != 0)
+    return "target " + quoted(segs[0]) + " in " + quoted(*u.text) +
+           " is not an iSCSI name: it starts with iqn., eui. or naa., as in " + rule.form;
+  long long lun = 0;
+  bool overflow = false;
+  if (!parse_integer(segs[1], lun, overflow) || overflow || lun < 0 || lun > 16383)
+    return "LUN " + quoted(segs[1]) + " in " + quoted(*u.text) +
+           " is not a LUN number: use 0 to 16383, as in " + rule.form;
+  return "";
+}
+
 std::string check_unix(const UriView& u, const SchemeRule& rule) {
   if (u.has_host || u.has_port || u.has_userinfo)
     return quoted(*u.text) + " names a host or port, but " + rule.scheme + " URIs take none: use " +
@@ -466,6 +492,7 @@ constexpr SchemeRule kSchemes[] = {
     {"nbds", "nbds://HOST[:PORT][/EXPORT]", check_tcp},
     {"nbd+unix", "nbd+unix:///[EXPORT]?socket=PATH", check_unix},
     {"nbds+unix", "nbds+unix:///[EXPORT]?socket=PATH", check_unix},
+    {"iscsi", "iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN", check_iscsi},
 };
 
 std::string uri_forms() {
@@ -750,9 +777,9 @@ const YAML::Node* read_name(const Mapping& m, const char* key, const std::string
 
 const std::initializer_list<const char*> kTopKeys = {
     "paths",   "groups",     "selector",     "timeouts", "failover", "no-path",
-    "checker", "durability", "stale-writes", "control",  "metrics"};
-const std::initializer_list<const char*> kPathKeys = {"name",   "uri",          "group",
-                                                      "weight", "max-inflight", "throughput"};
+    "checker", "durability", "stale-writes", "control",  "metrics",  "identity"};
+const std::initializer_list<const char*> kPathKeys = {
+    "name", "uri", "group", "weight", "max-inflight", "throughput", "chap"};
 const std::initializer_list<const char*> kGroupKeys = {"name", "priority"};
 
 struct Declared {
@@ -784,6 +811,35 @@ void load_groups(const Mapping& top, std::vector<Declared>& declared) {
     d.node = *name;
     declared.push_back(std::move(d));
   }
+}
+
+// chap: {user: NAME, secret-file: /path}: the secret stays out of the YAML.
+void load_chap(const YAML::Node& n, const YAML::Node& key, Path& p) {
+  Mapping m(n, "chap", "chap:", {"user", "secret-file"});
+  if (!is_iscsi(p))
+    fail(key, "chap: is for iscsi:// paths, but path " + quoted(p.name) +
+                  " is not one: remove chap: from it");
+  const YAML::Node* user =
+      read(m, "user", "chap.user", "a user name", [&](const std::string&, const std::string& t) {
+        p.chap_user = t;
+        return t.empty() ? std::string("chap.user is empty: give the CHAP user name") : "";
+      });
+  const YAML::Node* file =
+      read(m, "secret-file", "chap.secret-file", "a file name",
+           [&](const std::string& w, const std::string& t) -> std::string {
+             std::ifstream in(t);
+             if (!in)
+               return "cannot read " + w + " " + quoted(t) + ": " + errno_text(errno) +
+                      ": give a readable file that holds the CHAP secret";
+             std::getline(in, p.chap_secret);
+             while (!p.chap_secret.empty() &&
+                    (p.chap_secret.back() == '\r' || p.chap_secret.back() == ' '))
+               p.chap_secret.pop_back();
+             if (p.chap_secret.empty())
+               return w + " " + quoted(t) + " is empty: put the CHAP secret on its first line";
+             return "";
+           });
+  if (!user || !file) fail(n.IsNull() ? key : n, "chap: needs both user: and secret-file:");
 }
 
 void load_paths(const Mapping& top, std::vector<Declared>& declared, Config& cfg) {
@@ -828,6 +884,8 @@ void load_paths(const Mapping& top, std::vector<Declared>& declared, Config& cfg
          [&](const std::string& w, const std::string& t) {
            return conv_positive_number(w, t, p.throughput);
          });
+
+    if (const YAML::Node* chap = m.find("chap")) load_chap(*chap, m.key_node("chap"), p);
 
     const YAML::Node& name_at = name ? *name : entry;
     for (std::size_t i = 0; i < cfg.paths.size(); ++i) {
@@ -937,6 +995,15 @@ void load_sections(const Mapping& top, Config& cfg) {
     read_duration(m, "interval", "checker.interval", Duration{10}, cfg.checker.interval);
   }
 
+  read(top, "identity", "identity",
+       "an iSCSI LU identifier such as naa.60000000000000000e00000000010001",
+       [&](const std::string& w, const std::string& t) -> std::string {
+         if (t.empty())
+           return w + " is empty: give the LU identifier that sg_inq or iscsi-inq shows";
+         cfg.identity = t;
+         return "";
+       });
+
   if (const YAML::Node* n = top.find("durability")) {
     Mapping m(*n, "durability", "durability:", {"shared-cache"});
     read(m, "shared-cache", "durability.shared-cache", "true or false",
@@ -1042,6 +1109,10 @@ LoadResult error_result(std::string message) {
 // ---------------------------------------------------------------------------
 // Public functions
 
+bool is_iscsi(const Path& p) {
+  return p.uri.rfind("iscsi://", 0) == 0;
+}
+
 const char* to_string(SelectorKind k) {
   switch (k) {
     case SelectorKind::RoundRobin:
@@ -1066,10 +1137,17 @@ std::string check_uri(const std::string& uri) {
     if (uri.empty()) return "the URI is empty: use " + forms;
     if (uri.find('\0') != std::string::npos)
       return quoted(uri) + " contains a NUL byte: use " + forms;
+    // libiscsi's USER%PASSWORD is not percent-encoding: parse with it masked.
+    std::string text = uri;
+    if (text.rfind("iscsi://", 0) == 0) {
+      std::size_t at = text.find('@', 8), slash = text.find('/', 8);
+      if (at != std::string::npos && (slash == std::string::npos || at < slash))
+        text.replace(8, at - 8, "user");
+    }
     UriUriA parsed;
     const char* error_pos = nullptr;
-    if (uriParseSingleUriA(&parsed, uri.c_str(), &error_pos) != URI_SUCCESS) {
-      std::size_t pos = error_pos ? static_cast<std::size_t>(error_pos - uri.c_str()) : 0;
+    if (uriParseSingleUriA(&parsed, text.c_str(), &error_pos) != URI_SUCCESS) {
+      std::size_t pos = error_pos ? static_cast<std::size_t>(error_pos - text.c_str()) : 0;
       return quoted(uri) + " is not a valid URI (error at character " + std::to_string(pos + 1) +
              "): use " + forms;
     }
@@ -1087,6 +1165,12 @@ std::string check_uri(const std::string& uri) {
     u.has_fragment = present(parsed.fragment);
     u.has_query = present(parsed.query);
     u.query = range(parsed.query);
+    for (UriPathSegmentA* seg = parsed.pathHead; seg; seg = seg->next) {
+      std::string text = range(seg->text);
+      text.push_back('\0');
+      const char* end = uriUnescapeInPlaceA(text.data());
+      u.path.emplace_back(static_cast<const char*>(text.data()), end);
+    }
     for (const auto& rule : kSchemes) {
       if (u.scheme != rule.scheme) continue;
       if (u.has_fragment)

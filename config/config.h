@@ -23,13 +23,19 @@ enum class EioPolicy { Failover, Return };
 
 struct Path {
   std::string name;  // unique; defaults to "path<N>" (1-based) when omitted
-  std::string uri;   // nbd://, nbds://, nbd+unix://, nbds+unix://
+  std::string uri;   // nbd://, nbds://, nbd+unix://, nbds+unix://, iscsi://
   std::string group = "default";
   unsigned weight = 1;         // round-robin share, 1..1000
   unsigned max_inflight = 64;  // busy cap: requests in flight on this path, 1..4096
   double throughput = 1.0;     // relative throughput for service-time, > 0
   int line = 0;                // 1-based source line, 0 when not from a file
+  // iSCSI CHAP, from the YAML (chap: user, secret-file). When empty, the
+  // URI's user%password is used, if any.
+  std::string chap_user;
+  std::string chap_secret;
 };
+
+bool is_iscsi(const Path& p);
 
 struct Group {
   std::string name;
@@ -103,6 +109,9 @@ struct Config {
   StaleWrites stale_writes;
   Control control;
   Metrics metrics;
+  // The iSCSI LU identifier every iSCSI path must reach ("naa.6000..."); empty:
+  // the first path that answers sets it.
+  std::string identity;
   std::string source;  // file name, or "command line"
 };
 

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "server/control.h"
 #include "server/engine.h"
+#include "server/iscsi_path.h"
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/nbd_path.h"
@@ -105,33 +106,67 @@ int mp_config_complete() noexcept try {
 
 // Before the fork: connect to every path once, so that errors reach the user
 // and the disk's size and capabilities are known. The capabilities are the
-// intersection of the reachable paths'. At least one path must answer.
+// intersection of the reachable paths'. At least one path must answer, and
+// all that answer must reach the same disk.
 int mp_get_ready() noexcept try {
+  const auto& cfg = g->cfg;
   bool any = false;
-  std::string first_name, unreachable;
-  for (const auto& p : g->cfg.paths) {
+  std::string first_name, identity_from, export_from;
+  mp::PathCaps& d = g->disk;
+  d.identity = cfg.identity;
+  if (!d.identity.empty()) identity_from = "the config's identity:";
+  for (const auto& p : cfg.paths) {
     mp::PathCaps k;
     std::string err;
-    if (!mp::nbd_probe_caps(p.uri, g->cfg.timeouts.connect, &k, &err)) {
+    bool ok = mp::config::is_iscsi(p) ? mp::iscsi_probe_caps(p, cfg.timeouts.connect, &k, &err)
+                                      : mp::nbd_probe_caps(p.uri, cfg.timeouts.connect, &k, &err);
+    if (!ok) {
       nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(), p.uri.c_str(),
                    err.c_str());
       continue;
     }
+    if (!k.identity.empty()) {
+      if (d.identity.empty()) {
+        d.identity = k.identity;
+        identity_from = "path " + p.name;
+      } else if (k.identity != d.identity) {
+        nbdkit_error(
+            "path %s reaches LU %s but %s names LU %s: every path must reach the same LU (check "
+            "the target and LUN in the URI, or the identity: in the config)",
+            p.name.c_str(), k.identity.c_str(), identity_from.c_str(), d.identity.c_str());
+        return -1;
+      }
+    }
+    if (k.has_export_name) {
+      if (!d.has_export_name) {
+        d.has_export_name = true;
+        d.export_name = k.export_name;
+        export_from = p.name;
+      } else if (k.export_name != d.export_name) {
+        nbdkit_error(
+            "path %s has export name '%s' but path %s has '%s': every NBD path must name the same "
+            "export",
+            p.name.c_str(), k.export_name.c_str(), export_from.c_str(), d.export_name.c_str());
+        return -1;
+      }
+    }
     if (!any) {
-      g->disk = k;
+      std::string id = d.identity, ex = d.export_name;
+      bool has_ex = d.has_export_name;
+      d = k;
+      d.identity = id, d.export_name = ex, d.has_export_name = has_ex;
       first_name = p.name;
       any = true;
       continue;
     }
-    if (k.size != g->disk.size) {
+    if (k.size != d.size) {
       nbdkit_error(
           "path %s has size %llu but path %s has size %llu: every path must reach the "
           "same disk",
           p.name.c_str(), static_cast<unsigned long long>(k.size), first_name.c_str(),
-          static_cast<unsigned long long>(g->disk.size));
+          static_cast<unsigned long long>(d.size));
       return -1;
     }
-    mp::PathCaps& d = g->disk;
     d.read_only |= k.read_only;
     d.can_flush &= k.can_flush;
     d.can_fua &= k.can_fua;
@@ -164,6 +199,8 @@ int mp_after_fork() noexcept try {
   g->engine = std::make_unique<mp::Engine>(
       g->cfg, loop,
       [&loop](const mp::config::Path& p, mp::PathListener& l) -> mp::PathPtr {
+        if (mp::config::is_iscsi(p))
+          return std::make_unique<mp::IscsiPath>(loop.io(), p, l, g->cfg.timeouts.attempt);
         return std::make_unique<mp::NbdPath>(loop.io(), p, l);
       },
       g->disk, opts);
@@ -279,6 +316,18 @@ int mp_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maxim
 
 // Hands one request to the loop thread and blocks until it completed.
 int run(Op op, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
+  // iSCSI paths take whole logical blocks only (nbdkit 1.32 does not enforce
+  // the advertised minimum block size).
+  const uint32_t bs = g->disk.min_block;
+  if (bs > 1 && op != Op::Flush && (offset % bs || count % bs)) {
+    nbdkit_error(
+        "%s at offset %llu, length %u is not aligned to the disk's %u-byte logical block: "
+        "use a client that honours the NBD block size (or put nbdkit's blocksize filter in "
+        "front)",
+        mp::to_string(op), static_cast<unsigned long long>(offset), count, bs);
+    nbdkit_set_error(EINVAL);
+    return -1;
+  }
   mp::Request r;
   r.op = op;
   r.offset = offset;
@@ -330,7 +379,8 @@ const char kHelp[] =
     "config=FILE.yaml            The disk's configuration (see config/README.md).\n"
     "Or the quick form, without a file:\n"
     "[path=]URI                  A path (repeat for each): nbd://HOST[:PORT][/EXPORT],\n"
-    "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...\n"
+    "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...,\n"
+    "                            iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN\n"
     "selector=round-robin|queue-length|service-time   Path selector (default service-time).\n"
     "timeout=DURATION            Per-attempt timer, e.g. 500ms, 2s (default 2s).\n"
     "request-timeout=DURATION    Overall deadline of a request (default 30s).\n"
@@ -349,7 +399,8 @@ static struct nbdkit_plugin plugin = {
     .name = "multipath",
     .longname = "nbdkit multipath plugin",
     .version = "0.1.0",
-    .description = "One disk served over several NBD paths, with per-request timers and failover",
+    .description =
+        "One disk served over several NBD and iSCSI paths, with per-request timers and failover",
     .load = mp_load,
     .unload = mp_unload,
     .config = mp_config,

@@ -377,6 +377,15 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
            (disk_.can_fast_zero && !caps.can_fast_zero) || (disk_.can_cache && !caps.can_cache))
     refused =
         "it lacks a capability (flush, FUA, trim, zero, fast-zero or cache) the disk advertises";
+  else if (caps.min_block > disk_.min_block)
+    refused = "its block size " + std::to_string(caps.min_block) +
+              " is larger than the disk's block size " + std::to_string(disk_.min_block);
+  else if (!caps.identity.empty() && !disk_.identity.empty() && caps.identity != disk_.identity)
+    refused = "its LU identifier " + caps.identity + " differs from the disk's " + disk_.identity +
+              ": it reaches another LU";
+  else if (caps.has_export_name && disk_.has_export_name && caps.export_name != disk_.export_name)
+    refused = "its export name '" + caps.export_name + "' differs from the disk's '" +
+              disk_.export_name + "'";
   if (!refused.empty()) {
     if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
     s->refusal = refused;
@@ -385,6 +394,12 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
     return;
   }
   s->refusal.clear();
+  // The first path of its kind to answer names the disk for later ones.
+  if (disk_.identity.empty()) disk_.identity = caps.identity;
+  if (caps.has_export_name && !disk_.has_export_name) {
+    disk_.has_export_name = true;
+    disk_.export_name = caps.export_name;
+  }
   set_state(*s, PathState::Probing, "connected");
   probe(*s);
   update_wake();

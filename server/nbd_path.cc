@@ -14,6 +14,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 
@@ -67,6 +68,11 @@ PathCaps read_caps(nbd_handle* h) {
   if (v > 0) k.pref_block = static_cast<std::uint32_t>(v);
   v = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);  // 32 MiB when the server names none
   if (v > 0 && v < k.max_request) k.max_request = static_cast<std::uint32_t>(v);
+  if (char* name = nbd_get_export_name(h)) {
+    k.export_name = name;
+    k.has_export_name = true;
+    free(name);
+  }
   return k;
 }
 

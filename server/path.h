@@ -66,6 +66,11 @@ struct PathCaps {
   std::uint32_t min_block = 1;
   std::uint32_t pref_block = 4096;
   std::uint32_t max_request = 32u << 20;  // largest payload per command; larger ones are split
+  // Who the disk is, to refuse a path to another one. iSCSI: the LU's
+  // identifier from VPD page 0x83 ("naa.60000..."). NBD: the export name.
+  std::string identity;
+  std::string export_name;
+  bool has_export_name = false;  // an NBD path
 };
 
 class Path;

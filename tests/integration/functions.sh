@@ -48,6 +48,7 @@ declare -gA _MP_PID=()      # NAME -> pid of the current incarnation
 declare -gA _MP_KIND=()     # NAME -> upstream | multipath
 declare -gA _MP_READY=()    # NAME -> how start_* decided it was ready
 declare -gA _MP_EXPECT_GONE=()  # pid -> 1 when the test killed it on purpose
+declare -gA _MP_STOP_SIGNAL=()  # pid -> signal that stops it (default TERM)
 declare -gA _MP_START=()    # pid -> start time (/proc/PID/stat field 22), so
                             # that a reused pid is never taken for ours
 declare -ga _MP_ALL_PIDS=() # every pid ever started, for cleanup
@@ -322,7 +323,8 @@ _mp_terminate() {
   grace_us=$(_mp_secs_to_us "${MP_STOP_GRACE:-$((5 * _MP_TIME_FACTOR))}")
   for p in "$@"; do
     _mp_alive "$p" || continue
-    kill -TERM "$p" 2>/dev/null || true
+    # tgtd ignores SIGTERM: such servers name their own stop signal.
+    kill -"${_MP_STOP_SIGNAL[$p]:-TERM}" "$p" 2>/dev/null || true
     kill -CONT "$p" 2>/dev/null || true
   done
   if ! _mp_wait_gone "$grace_us" "$@"; then
@@ -465,6 +467,11 @@ _mp_check_main_shell() {
 # so that restart_server can start the same server again.
 _mp_launch() {
   local name=$1 kind=${_MP_KIND[$1]} ready=${_MP_READY[$1]}
+  # Other kinds of server (tgt, see iscsi.sh) bring their own launcher.
+  if declare -F "_mp_launch_$kind" >/dev/null; then
+    "_mp_launch_$kind" "$name"
+    return
+  fi
   local sock=$MP_TMP/$name.sock pidfile=$MP_TMP/$name.pid log=$MP_TMP/$name.log
   local -a args cmd=() dbg=()
   mapfile -d '' -t args <"$MP_TMP/$name.args"

@@ -438,6 +438,7 @@ void Engine::schedule_reconnect(PathSlot& s) {
   if (delay >= 4) delay += static_cast<long long>(rt_.random() % (delay / 2 + 1)) - delay / 4;
   delay = std::min<long long>(delay, cap);
   s.backoff_step++;
+  timers_.cancel(s.timer);  // one pending reconnect at most
   s.timer = timers_.arm(rt_.now() + milliseconds(delay), [this, &s] {
     s.timer = {};
     connect_path(s);
@@ -451,7 +452,7 @@ void Engine::probe(PathSlot& s) {
     probe_done(s, true, "");
     return;
   }
-  Command cmd{Op::Read, 0, len, 0, nullptr};
+  Command cmd{Op::Read, 0, len, kProbe, nullptr};
   s.probing = true;
   s.stats.probes++;
   send(nullptr, s, cmd, std::make_shared_for_overwrite<std::byte[]>(len));

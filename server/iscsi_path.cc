@@ -159,7 +159,9 @@ struct IscsiPath::Cmd {
   unmap_list unmap{};
   scsi_task* task = nullptr;  // while libiscsi holds it
   unsigned reissues = 0;
-  bool aborting = false;  // ABORT TASK sent: resolved only by the target's answer
+  bool aborting = false;   // ABORT TASK sent: resolved only by the target's answer
+  bool keep_task = false;  // on_task must not free the task (see there)
+  bool tur_done = false;   // a probe's TEST UNIT READY passed: now its read
   PathResult result = PathResult::Ok;
   int err = 0;
 
@@ -267,12 +269,15 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       }
       settle_lost(c);
     }
-    if (!owner) return;
+    // Reported by after_io(), outside any libiscsi call.
     if (was == Phase::Login || was == Phase::Setup)
-      owner->conn_dead(*this, error.rfind("connect", 0) == 0 ? error : "connect failed: " + error);
+      report = error.rfind("connect", 0) == 0 ? error : "connect failed: " + error;
     else if (!retired)
-      owner->conn_dead(*this, error);
+      report = error;
   }
+
+  std::optional<std::string> report;  // a death to tell the owner about
+  bool ready_report = false;          // setup finished: tell the owner
 
   // A command whose connection is gone without an answer: a write waits in
   // the path's limbo for a LUN RESET, anything else is reported dead.
@@ -291,6 +296,16 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   void after_io() {
     auto self = shared_from_this();
     drain();
+    if (!owner) return;
+    if (ready_report) {
+      ready_report = false;
+      owner->conn_ready(*this);
+    }
+    if (report) {
+      std::string why = std::move(*report);
+      report.reset();
+      owner->conn_dead(*this, why);
+    }
     if (!owner) return;
     if (!reissue.empty() && phase == Phase::Ready) {
       auto again = std::move(reissue);
@@ -316,7 +331,9 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     int err = 0;
     std::string why;
     Verdict v = classify(status, task, &err, &why);
-    if (task) scsi_free_scsi_task(task);
+    // libiscsi's ABORT TASK cancels the task locally, then still reads it
+    // to build the request: the caller frees it afterwards.
+    if (task && !c->keep_task) scsi_free_scsi_task(task);
     c->task = nullptr;
     if (conn) conn->landed(c, v, err);
   }
@@ -335,6 +352,11 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     }
     switch (v) {
       case Verdict::Ok:
+        if ((c->flags & kProbe) && !c->tur_done) {
+          c->tur_done = true;
+          reissue.push_back(c);
+          return;
+        }
         inflight.erase(c->id);
         c->result = PathResult::Ok;
         done.push_back(c);
@@ -367,6 +389,10 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     scsi_task* t = nullptr;
     switch (c->op) {
       case Op::Read:
+        if ((c->flags & kProbe) && !c->tur_done) {  // TEST UNIT READY, then the read
+          t = iscsi_testunitready_task(ctx, lun, on_task, c);
+          break;
+        }
         c->iov = {c->data, bytes};
         t = iscsi_read16_iov_task(ctx, lun, c->lba, bytes, static_cast<int>(bs), 0, 0, 0, 0, 0,
                                   on_task, c, &c->iov, 1);
@@ -421,8 +447,13 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       if (phase == Phase::Ready && on_target) {
         auto& tmf = tmfs.emplace_back(std::make_unique<Tmf>(Tmf{this, c->id}));
         c->aborting = true;
+        c->keep_task = true;
         // This also cancels the task locally: landed() then waits for the answer.
-        if (iscsi_task_mgmt_abort_task_async(ctx, c->task, on_tmf, tmf.get()) == 0) {
+        scsi_task* t = c->task;
+        int rc = iscsi_task_mgmt_abort_task_async(ctx, t, on_tmf, tmf.get());
+        c->keep_task = false;
+        if (!c->task) scsi_free_scsi_task(t);  // its callback ran
+        if (rc == 0) {
           aborts++;
           continue;
         }
@@ -574,7 +605,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         [[fallthrough]];
       default:
         phase = Phase::Ready;
-        if (owner) owner->conn_ready(*this);
+        ready_report = true;
         return;
     }
     if (!t) died("cannot send a setup command");
@@ -794,7 +825,9 @@ void IscsiPath::disconnect() {
   auto c = std::move(cur_);
   retired_.push_back(c);
   c->retire();
-  c->after_io();
+  // Sinks hear of cancelled commands from the loop, not from inside the
+  // caller's disconnect().
+  asio::post(io_, [c] { c->after_io(); });
 }
 
 bool IscsiPath::submit(const Command& cmd, CommandSink* sink) {

@@ -23,6 +23,9 @@ inline bool is_write(Op op) {
 inline constexpr std::uint32_t kFua = 1;       // durable before the reply
 inline constexpr std::uint32_t kMayTrim = 2;   // zero: punching a hole is fine
 inline constexpr std::uint32_t kFastZero = 4;  // zero: fail with ENOTSUP unless fast
+// read: a health probe. A path may check readiness its own way as well (an
+// iSCSI path sends TEST UNIT READY, which sees an LU taken offline).
+inline constexpr std::uint32_t kProbe = 8;
 
 struct Command {
   Op op = Op::Read;

@@ -1113,6 +1113,15 @@ bool is_iscsi(const Path& p) {
   return p.uri.rfind("iscsi://", 0) == 0;
 }
 
+std::string redacted_uri(const std::string& uri) {
+  if (uri.rfind("iscsi://", 0) != 0) return uri;
+  std::size_t at = uri.find('@', 8), slash = uri.find('/', 8);
+  if (at == std::string::npos || (slash != std::string::npos && slash < at)) return uri;
+  std::size_t pct = uri.find('%', 8);
+  if (pct == std::string::npos || pct > at) return uri;
+  return uri.substr(0, pct + 1) + "***" + uri.substr(at);
+}
+
 const char* to_string(SelectorKind k) {
   switch (k) {
     case SelectorKind::RoundRobin:
@@ -1134,9 +1143,10 @@ std::optional<Duration> parse_duration(const std::string& text) {
 std::string check_uri(const std::string& uri) {
   try {
     const std::string forms = uri_forms();
+    const std::string shown = redacted_uri(uri);  // messages never carry a password
     if (uri.empty()) return "the URI is empty: use " + forms;
     if (uri.find('\0') != std::string::npos)
-      return quoted(uri) + " contains a NUL byte: use " + forms;
+      return quoted(shown) + " contains a NUL byte: use " + forms;
     // libiscsi's USER%PASSWORD is not percent-encoding: parse with it masked.
     std::string text = uri;
     if (text.rfind("iscsi://", 0) == 0) {
@@ -1148,14 +1158,14 @@ std::string check_uri(const std::string& uri) {
     const char* error_pos = nullptr;
     if (uriParseSingleUriA(&parsed, text.c_str(), &error_pos) != URI_SUCCESS) {
       std::size_t pos = error_pos ? static_cast<std::size_t>(error_pos - text.c_str()) : 0;
-      return quoted(uri) + " is not a valid URI (error at character " + std::to_string(pos + 1) +
+      return quoted(shown) + " is not a valid URI (error at character " + std::to_string(pos + 1) +
              "): use " + forms;
     }
     std::unique_ptr<UriUriA, void (*)(UriUriA*)> guard(&parsed, uriFreeUriMembersA);
     UriView u;
-    u.text = &uri;
+    u.text = &shown;
     u.scheme = range(parsed.scheme);
-    if (u.scheme.empty()) return quoted(uri) + " has no scheme: use " + forms;
+    if (u.scheme.empty()) return quoted(shown) + " has no scheme: use " + forms;
     u.host = range(parsed.hostText);
     u.has_host =
         !u.host.empty() || parsed.hostData.ip6 != nullptr || present(parsed.hostData.ipFuture);
@@ -1174,11 +1184,11 @@ std::string check_uri(const std::string& uri) {
     for (const auto& rule : kSchemes) {
       if (u.scheme != rule.scheme) continue;
       if (u.has_fragment)
-        return quoted(uri) + " has a fragment ('#" + range(parsed.fragment) +
+        return quoted(shown) + " has a fragment ('#" + range(parsed.fragment) +
                "'): remove it, as in " + rule.form;
       return rule.check(u, rule);
     }
-    return "unsupported scheme " + quoted(u.scheme) + " in " + quoted(uri) + ": use " + forms;
+    return "unsupported scheme " + quoted(u.scheme) + " in " + quoted(shown) + ": use " + forms;
   } catch (const std::exception& e) {
     return std::string("cannot check the URI: ") + e.what();
   }

@@ -36,6 +36,8 @@ struct Path {
 };
 
 bool is_iscsi(const Path& p);
+// The URI for messages: an iscsi:// USER%PASSWORD becomes USER%***.
+std::string redacted_uri(const std::string& uri);
 
 struct Group {
   std::string name;

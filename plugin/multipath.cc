@@ -121,8 +121,8 @@ int mp_get_ready() noexcept try {
     bool ok = mp::config::is_iscsi(p) ? mp::iscsi_probe_caps(p, cfg.timeouts.connect, &k, &err)
                                       : mp::nbd_probe_caps(p.uri, cfg.timeouts.connect, &k, &err);
     if (!ok) {
-      nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(), p.uri.c_str(),
-                   err.c_str());
+      nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(),
+                   mp::config::redacted_uri(p.uri).c_str(), err.c_str());
       continue;
     }
     if (!k.identity.empty()) {

@@ -1194,7 +1194,7 @@ std::vector<PathInfo> Engine::show_paths() {
     if (sl->state == PathState::Removed) continue;
     PathInfo p;
     p.name = sl->cfg.name;
-    p.uri = sl->cfg.uri;
+    p.uri = config::redacted_uri(sl->cfg.uri);
     p.group = sl->cfg.group;
     p.state = to_string(sl->state);
     p.reason = sl->reason;

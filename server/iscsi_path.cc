@@ -137,6 +137,18 @@ std::string lu_identity(scsi_inquiry_device_identification* inq) {
   return best;
 }
 
+// What to check when a login is refused, from libiscsi's message.
+std::string login_hint(const std::string& error) {
+  if (error.find("Authentication failure") != std::string::npos)
+    return ": check the CHAP user and secret (USER%PASSWORD in the URI, or chap: in the YAML)";
+  if (error.find("Authorization failure") != std::string::npos)
+    return ": the target does not let this initiator in (check its ACL)";
+  if (error.find("Target not found") != std::string::npos ||
+      error.find("Target removed") != std::string::npos)
+    return ": check the target name (IQN) in the URI";
+  return "";
+}
+
 // Deterministic per path name, so that a path's reconnects reinstate its own
 // session and two paths to one target never take each other's.
 std::uint32_t isid_qualifier(const std::string& name) {
@@ -563,6 +575,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     if (c->closing) return;
     if (status != SCSI_STATUS_GOOD) {
       c->died(c->phase == Phase::Login ? "login failed" : "connection lost");
+      if (c->report && c->phase == Phase::Dead) *c->report += login_hint(*c->report);
       return;
     }
     if (c->phase != Phase::Login) return;

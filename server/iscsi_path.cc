@@ -174,6 +174,7 @@ struct IscsiPath::Cmd {
   bool aborting = false;   // ABORT TASK sent: resolved only by the target's answer
   bool keep_task = false;  // on_task must not free the task (see there)
   bool tur_done = false;   // a probe's TEST UNIT READY passed: now its read
+  bool orphan = false;     // reported and waiting only for libiscsi to let go
   PathResult result = PathResult::Ok;
   int err = 0;
 
@@ -199,13 +200,15 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   bool close_posted = false;
   bool closing = false;  // in close_now: callbacks only let go of their tasks
   bool draining = false;
+  bool logged_in = false;  // TCP connected, login sent
   unsigned setup_step = 0;
   unsigned setup_retries = 0;
   bool reset_sent = false;
   std::uint64_t next_id = 1;
   std::map<std::uint64_t, Cmd*> inflight;
   std::vector<Cmd*> done;
-  std::vector<Cmd*> reissue;
+  std::vector<Cmd*> reissue;  // also in `inflight`
+  std::vector<Cmd*> orphans;  // reported, but libiscsi still holds their task
   std::vector<std::unique_ptr<Tmf>> tmfs;
   asio::steady_timer escalate;
   int escalation = 0;  // 0 none, 1 ABORT TASKs sent, 2 LUN RESET sent
@@ -265,22 +268,15 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     after_io();
   }
 
-  // The context failed: its tasks were cancelled by libiscsi (writes went to
-  // limbo in landed()); ABORT TASKs in flight will not be answered.
+  // The context failed. ABORT TASKs in flight will not be answered. Its
+  // commands are settled when the context is destroyed (close_now, posted
+  // from after_io), which is when libiscsi lets go of their tasks.
   void died(const std::string& what) {
     if (phase == Phase::Dead) return;
     note_error(what);
     Phase was = phase;
     phase = Phase::Dead;
     escalate.cancel();
-    for (auto it = inflight.begin(); it != inflight.end();) {
-      Cmd* c = it->second;
-      it = inflight.erase(it);
-      if (c->task) {
-        iscsi_scsi_cancel_task(ctx, c->task);  // calls landed(), which sees it gone
-      }
-      settle_lost(c);
-    }
     // Reported by after_io(), outside any libiscsi call.
     if (was == Phase::Login || was == Phase::Setup)
       report = error.rfind("connect", 0) == 0 ? error : "connect failed: " + error;
@@ -291,10 +287,10 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   std::optional<std::string> report;  // a death to tell the owner about
   bool ready_report = false;          // setup finished: tell the owner
 
-  // A command whose connection is gone without an answer: a write waits in
-  // the path's limbo for a LUN RESET, anything else is reported dead.
+  // A command whose connection is gone without an answer, and whose task
+  // libiscsi has let go of: a write waits in the path's limbo for a LUN
+  // RESET, anything else is reported dead.
   void settle_lost(Cmd* c) {
-    c->task = nullptr;
     if (c->writes() && owner) {
       c->conn = nullptr;
       owner->limbo_.push_back(c);
@@ -323,9 +319,12 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       auto again = std::move(reissue);
       reissue.clear();
       for (Cmd* c : again) {
-        if (!issue(c)) {
+        if (!inflight.count(c->id)) continue;
+        if (!issue(c)) {  // it has no task: nothing of it is on the target
           inflight.erase(c->id);
-          settle_lost(c);
+          c->result = PathResult::TransportDead;
+          c->err = ENOTCONN;
+          done.push_back(c);
         }
       }
       drain();
@@ -345,13 +344,27 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     Verdict v = classify(status, task, &err, &why);
     // libiscsi's ABORT TASK cancels the task locally, then still reads it
     // to build the request: the caller frees it afterwards.
-    if (task && !c->keep_task) scsi_free_scsi_task(task);
+    // A cancelled task is left to libiscsi: on a lost connection it frees
+    // the tasks it cancels itself (seen with 1.19: a double free otherwise).
+    if (task && !c->keep_task && status != SCSI_STATUS_CANCELLED) scsi_free_scsi_task(task);
     c->task = nullptr;
-    if (conn) conn->landed(c, v, err);
+    if (c->orphan) {  // reported already; only libiscsi still held it
+      std::erase(conn->orphans, c);
+      delete c;
+      return;
+    }
+    conn->landed(c, v, err);
   }
 
   void landed(Cmd* c, Verdict v, int err) {
-    if (closing || !inflight.count(c->id)) return;  // being given up on by the caller
+    if (!inflight.count(c->id)) return;
+    if (closing) {  // the context is being destroyed
+      if (owner) {
+        inflight.erase(c->id);
+        settle_lost(c);
+      }
+      return;
+    }
     if (c->aborting) {
       // A status that beat the abort: the write ran (or failed) on the
       // target, which resolves it. A cancellation waits for the TMF answer.
@@ -440,23 +453,20 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   // writes on the target.
   void retire() {
     retired = true;
-    reissue.clear();
+    reissue.clear();  // those stay in `inflight`, handled below
     std::vector<Cmd*> all;
     for (auto& [id, c] : inflight) all.push_back(c);
     unsigned aborts = 0;
     for (Cmd* c : all) {
       if (!inflight.count(c->id)) continue;
-      if (!c->writes()) {
+      if (!c->task) {  // waiting to be reissued: nothing of it is on the target
         inflight.erase(c->id);
-        if (c->task && ctx) iscsi_scsi_cancel_task(ctx, c->task);
-        c->task = nullptr;
         c->result = PathResult::TransportDead;
         c->err = ECANCELED;
         done.push_back(c);
         continue;
       }
-      const bool on_target = c->task != nullptr;  // else it waits to be reissued
-      if (phase == Phase::Ready && on_target) {
+      if (c->writes() && phase == Phase::Ready) {
         auto& tmf = tmfs.emplace_back(std::make_unique<Tmf>(Tmf{this, c->id}));
         c->aborting = true;
         c->keep_task = true;
@@ -464,22 +474,17 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         scsi_task* t = c->task;
         int rc = iscsi_task_mgmt_abort_task_async(ctx, t, on_tmf, tmf.get());
         c->keep_task = false;
-        if (!c->task) scsi_free_scsi_task(t);  // its callback ran
+        (void)t;  // cancelled: libiscsi frees it (see on_task)
         if (rc == 0) {
           aborts++;
           continue;
         }
         c->aborting = false;
       }
-      inflight.erase(c->id);
-      if (c->task && ctx) iscsi_scsi_cancel_task(ctx, c->task);  // landed() ignores it now
-      if (on_target) {
-        settle_lost(c);  // no abort could be sent: it waits for a LUN RESET
-      } else {
-        c->result = PathResult::TransportDead;
-        c->err = ECANCELED;
-        done.push_back(c);
-      }
+      // Cancelled locally: landed() settles it (a write waits for a LUN
+      // RESET). If libiscsi does not find the task, the context's
+      // destruction settles it.
+      if (c->task && ctx) iscsi_scsi_cancel_task(ctx, c->task);
     }
     if (aborts) arm_escalation(1);
   }
@@ -579,6 +584,14 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       return;
     }
     if (c->phase != Phase::Login) return;
+    if (!c->logged_in) {
+      // TCP is up: log in. (Not iscsi_full_connect_async: its own TEST UNIT
+      // READY loop frees tasks twice when the connection drops meanwhile,
+      // seen with libiscsi 1.19 under asan. Setup does its own TUR.)
+      c->logged_in = true;
+      if (iscsi_login_async(c->ctx, on_connect, c) != 0) c->died("login failed");
+      return;
+    }
     c->phase = Phase::Setup;
     c->setup_step = 0;
     c->setup_next();
@@ -621,15 +634,22 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         ready_report = true;
         return;
     }
+    setup_task = t;
     if (!t) died("cannot send a setup command");
   }
 
   static void on_setup(iscsi_context*, int status, void* command_data, void* pd) {
     auto* c = static_cast<Conn*>(pd);
     auto* task = static_cast<scsi_task*>(command_data);
+    // libiscsi 1.19 can call back twice for one task when the connection
+    // drops (asan: a double free of its data-in buffer): only the first call
+    // counts, and the task is left to libiscsi after a cancellation.
+    if (!task || task != c->setup_task) return;
+    c->setup_task = nullptr;
     if (!c->closing) c->setup_done(status, task);
-    if (task) scsi_free_scsi_task(task);
+    if (status != SCSI_STATUS_CANCELLED) scsi_free_scsi_task(task);
   }
+  scsi_task* setup_task = nullptr;
 
   void setup_done(int status, scsi_task* task) {
     int err = 0;
@@ -704,14 +724,23 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     draining = false;
   }
 
+  // A dead context closes at once (that settles its commands); a retired
+  // one once nothing is in flight on it.
   void maybe_close() {
-    if (!retired || !inflight.empty() || close_posted || !done.empty()) return;
+    if (close_posted) return;
+    if (phase != Phase::Dead && !(retired && inflight.empty() && done.empty())) return;
     close_posted = true;
     if (sd) sd->cancel();
-    asio::post(io(), [self = shared_from_this()] { self->close_now(); });
+    asio::post(io(), [self = shared_from_this()] {
+      self->close_now();
+      self->drain();
+    });
   }
 
+  // Destroys the context. With an owner, its commands are settled (writes to
+  // limbo, the rest reported dead); without one (the path is gone), freed.
   void close_now() {
+    if (closing) return;
     closing = true;
     escalate.cancel();
     if (sd) {
@@ -719,17 +748,27 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       sd->release();
       sd.reset();
     }
+    reissue.clear();  // its commands are in `inflight` too
     if (ctx) {
-      iscsi_destroy_context(ctx);  // cancels what is left; callbacks see `closing`
+      iscsi_destroy_context(ctx);  // cancels what is left, through landed()
       ctx = nullptr;
     }
     tmfs.clear();
-    for (auto& [id, c] : inflight) delete c;
+    for (Cmd* c : orphans) delete c;
+    orphans.clear();
+    auto left = std::move(inflight);
     inflight.clear();
-    for (Cmd* c : reissue) delete c;
-    reissue.clear();
-    for (Cmd* c : done) delete c;
-    done.clear();
+    for (auto& [id, c] : left) {
+      c->task = nullptr;  // libiscsi is gone
+      if (owner)
+        settle_lost(c);
+      else
+        delete c;
+    }
+    if (!owner) {
+      for (Cmd* c : done) delete c;
+      done.clear();
+    }
     if (owner) {
       auto& r = owner->retired_;
       for (auto it = r.begin(); it != r.end(); ++it)
@@ -783,7 +822,7 @@ void IscsiPath::connect() {
     const std::string user = cfg_.chap_user.empty() ? url->user : cfg_.chap_user;
     const std::string secret = cfg_.chap_user.empty() ? url->passwd : cfg_.chap_secret;
     if (!user.empty()) iscsi_set_initiator_username_pwd(c->ctx, user.c_str(), secret.c_str());
-    if (iscsi_full_connect_async(c->ctx, url->portal, url->lun, Conn::on_connect, c.get()) != 0)
+    if (iscsi_connect_async(c->ctx, url->portal, Conn::on_connect, c.get()) != 0)
       err = std::string("connect failed: ") + iscsi_get_error(c->ctx);
   }
   if (url) iscsi_destroy_url(url);
@@ -820,6 +859,7 @@ void IscsiPath::resolve_limbo(const char* /*how*/) {
 
 void IscsiPath::finish(Cmd* c) {
   CommandSink* sink = c->sink;
+  c->sink = nullptr;
   PathResult r = c->result;
   int err = c->err;
   if (Split* s = c->split) {
@@ -829,7 +869,13 @@ void IscsiPath::finish(Cmd* c) {
     err = s->err;
     if (sink) delete s;
   }
-  delete c;
+  c->split = nullptr;
+  if (c->task && c->conn) {
+    c->orphan = true;  // freed when libiscsi calls back, or with the context
+    c->conn->orphans.push_back(c);
+  } else {
+    delete c;
+  }
   if (sink) sink->command_done(r, err);
 }
 

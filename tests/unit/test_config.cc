@@ -948,11 +948,24 @@ TEST_CASE("check_uri") {
       CHECK(check_uri(uri) == "");
     }
   }
+  SUBCASE("iscsi") {
+    CHECK(check_uri("iscsi://192.0.2.1/iqn.2026-11.com.example:disk/1") == "");
+    CHECK(check_uri("iscsi://u%p@192.0.2.1:3261/iqn.2026-11.com.example:disk/0") == "");
+    CHECK(contains(check_uri("iscsi://192.0.2.1/iqn.2026-11.com.example:disk"),
+                   "must name a target and a LUN"));
+    CHECK(contains(check_uri("iscsi://192.0.2.1/disk/1"), "is not an iSCSI name"));
+    CHECK(contains(check_uri("iscsi://192.0.2.1/iqn.x:y/99999"), "is not a LUN number"));
+    CHECK(contains(check_uri("iscsi://u%secret@192.0.2.1/iqn.x:y/z"), "u%***@"));
+    CHECK(!contains(check_uri("iscsi://u%secret@192.0.2.1/iqn.x:y/z"), "secret"));
+    CHECK(redacted_uri("iscsi://u%pw@h/iqn.x:y/1") == "iscsi://u%***@h/iqn.x:y/1");
+    CHECK(redacted_uri("nbd://h/x") == "nbd://h/x");
+  }
   SUBCASE("unsupported scheme") {
     CHECK(check_uri("http://x") ==
           "unsupported scheme 'http' in 'http://x': use nbd://HOST[:PORT][/EXPORT], "
-          "nbds://HOST[:PORT][/EXPORT], nbd+unix:///[EXPORT]?socket=PATH or "
-          "nbds+unix:///[EXPORT]?socket=PATH");
+          "nbds://HOST[:PORT][/EXPORT], nbd+unix:///[EXPORT]?socket=PATH, "
+          "nbds+unix:///[EXPORT]?socket=PATH or "
+          "iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN");
     CHECK(contains(check_uri("NBD://x"), "unsupported scheme 'NBD'"));
     CHECK(contains(check_uri("host:10809"), "unsupported scheme 'host'"));
   }

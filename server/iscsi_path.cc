@@ -30,15 +30,6 @@ namespace {
 constexpr const char* kInitiator = "iqn.2026-11.org.nbd-multipath:initiator";
 constexpr unsigned kMaxReissues = 5;  // UNIT ATTENTION / BUSY / TASK SET FULL, per command
 
-// The parts of a split command: the worst result wins (TransportDead over
-// RemoteError over Ok), reported once, by the last part.
-struct Split {
-  CommandSink* sink;
-  unsigned remaining;
-  PathResult result = PathResult::Ok;
-  int err = 0;
-};
-
 // What a finished SCSI task means for its command.
 enum class Verdict { Ok, Reissue, Transport, Remote };
 
@@ -160,7 +151,7 @@ std::uint32_t isid_qualifier(const std::string& name) {
 struct IscsiPath::Cmd {
   Conn* conn;  // the connection it was sent on; nullptr in limbo
   CommandSink* sink;
-  Split* split;
+  SplitJoin* split;
   std::uint64_t id;
   Op op;
   std::uint64_t lba;
@@ -862,13 +853,7 @@ void IscsiPath::finish(Cmd* c) {
   c->sink = nullptr;
   PathResult r = c->result;
   int err = c->err;
-  if (Split* s = c->split) {
-    if (static_cast<int>(r) > static_cast<int>(s->result)) s->result = r, s->err = err;
-    sink = --s->remaining == 0 ? s->sink : nullptr;
-    r = s->result;
-    err = s->err;
-    if (sink) delete s;
-  }
+  if (SplitJoin* s = c->split) sink = s->add(r, err);
   c->split = nullptr;
   if (c->task && c->conn) {
     c->orphan = true;  // freed when libiscsi calls back, or with the context
@@ -910,7 +895,7 @@ bool IscsiPath::submit(const Command& cmd, CommandSink* sink) {
   std::uint32_t n =
       cmd.op == Op::Flush ? 1 : static_cast<std::uint32_t>((blocks + max_blocks - 1) / max_blocks);
   if (n == 0) n = 1;
-  Split* s = n > 1 ? new Split{sink, n} : nullptr;
+  SplitJoin* s = n > 1 ? new SplitJoin{sink, n} : nullptr;
   for (std::uint32_t i = 0; i < n; i++) {
     std::uint64_t first = i * max_blocks;
     auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(max_blocks, blocks - first));

@@ -22,18 +22,10 @@ namespace mp {
 
 namespace {
 
-// One split request: several commands whose results make one.
-struct Split {
-  CommandSink* sink;
-  unsigned remaining;
-  PathResult result = PathResult::Ok;
-  int err = 0;
-};
-
 struct Cmd {
   NbdPath::Conn* conn;
   CommandSink* sink;  // nullptr when part of a split
-  Split* split;
+  SplitJoin* split;
   bool replied = false;  // the completion callback ran
   int err = 0;
 };
@@ -230,14 +222,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     else
       r = PathResult::RemoteError;
     CommandSink* sink = c->sink;
-    if (Split* s = c->split) {
-      // The worst result wins: TransportDead over RemoteError over Ok.
-      if (static_cast<int>(r) > static_cast<int>(s->result)) s->result = r, s->err = err;
-      sink = --s->remaining == 0 ? s->sink : nullptr;
-      r = s->result;
-      err = s->err;
-      if (sink) delete s;
-    }
+    if (SplitJoin* s = c->split) sink = s->add(r, err);
     delete c;
     if (sink && owner) sink->command_done(r, err);
   }
@@ -343,7 +328,7 @@ bool NbdPath::submit(const Command& cmd, CommandSink* sink) {
   std::uint32_t max = caps_.max_request;
   bool split = (cmd.op == Op::Read || cmd.op == Op::Write) && cmd.count > max;
   std::uint32_t n = split ? (cmd.count + max - 1) / max : 1;
-  Split* s = split ? new Split{sink, n} : nullptr;
+  SplitJoin* s = split ? new SplitJoin{sink, n} : nullptr;
   std::uint32_t sent = 0;
   for (std::uint32_t i = 0; i < n; i++) {
     std::uint32_t off = i * max;

@@ -17,7 +17,7 @@ start_tgt small "$MP_TMP/small.img"
 expect_refusal() {
   local name=$1 pattern=$2
   shift 2
-  if timeout 30 nbdkit -f -U "$MP_TMP/$name.sock" "$MP_PLUGIN" "$@" >"$MP_TMP/$name.out" 2>&1; then
+  if MP_CMD_TIMEOUT=30 mp_nbdkit -f -U "$MP_TMP/$name.sock" "$MP_PLUGIN" "$@" >"$MP_TMP/$name.out" 2>&1; then
     fail "$name: the server started"
   fi
   assert_contains "$MP_TMP/$name.out" "$pattern"

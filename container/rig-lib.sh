@@ -150,7 +150,7 @@ up_if() { echo "mr${SUBNET}u$1"; }
 host_addr() { echo "10.231.$SUBNET.$((4 * $1 + 1))"; }
 up_addr() { echo "10.231.$SUBNET.$((4 * $1 + 2))"; }
 pdir() { echo "$RIG_DIR/p$1"; }
-tgt_port() { echo $((20000 + SUBNET * 64 + $1)); } # tgtd control port (-C); see teardown_net
+tgt_port() { echo $((12000 + SUBNET * 64 + $1)); } # tgtd control port (-C, at most 32767); see teardown_net
 iqn() { echo "iqn.2025-01.org.nbd-multipath:rig.$SUBNET.p$1"; }
 
 path_kind() { cat "$(pdir "$1")/kind"; }
@@ -495,9 +495,10 @@ teardown_net() {
   done
   ip route del unreachable "10.231.$n.0/24" 2>/dev/null || true
   # tgtd's control sockets (it leaves them behind when killed).
-  local i
+  local i p
   for ((i = 1; i <= MAX_PATHS; i++)); do
-    rm -f "/var/run/tgtd/socket.$((20000 + n * 64 + i))" "/var/run/tgtd/socket.$((20000 + n * 64 + i)).lock"
+    p=$(SUBNET=$n tgt_port "$i")
+    rm -f "/var/run/tgtd/socket.$p" "/var/run/tgtd/socket.$p.lock"
   done
 }
 

@@ -1,10 +1,18 @@
 // IscsiPath: drives libiscsi contexts from the Asio event loop.
 //
 // libiscsi calls task callbacks from inside iscsi_service() (and from
-// iscsi_scsi_cancel_task and the task-management calls). Callbacks only record
-// results on the connection's `done` list; after the library call returns,
-// drain() reports them to their sinks, so a sink may submit or disconnect at
-// once. Everything runs on the loop thread.
+// iscsi_scsi_cancel_task, the resets and iscsi_destroy_context). Callbacks
+// only record results and set flags; after the library call returns,
+// after_io() acts on them: it reports to sinks (which may submit or
+// disconnect at once), sends the next setup command and escalates aborts.
+// A callback never calls back into libiscsi beyond queueing a command: a LUN
+// RESET cancels every task, and cancelling the one whose answer libiscsi is
+// processing frees it under the library's feet (libiscsi 1.19: a double free
+// in its PDU processing, then a NULL read). Everything runs on the loop
+// thread.
+//
+// Tasks are ours: libiscsi never frees one, and calls back for a cancelled
+// task with no task pointer, so a command remembers its own.
 //
 // Auto-reconnect is off: a dead context is dead, and the engine reconnects
 // the path with its own back-off, through connect().
@@ -163,7 +171,7 @@ struct IscsiPath::Cmd {
   scsi_task* task = nullptr;  // while libiscsi holds it
   unsigned reissues = 0;
   bool aborting = false;   // ABORT TASK sent: resolved only by the target's answer
-  bool keep_task = false;  // on_task must not free the task (see there)
+  bool keep_task = false;  // in retire()'s abort call: on_task must not free the task
   bool tur_done = false;   // a probe's TEST UNIT READY passed: now its read
   bool orphan = false;     // reported and waiting only for libiscsi to let go
   PathResult result = PathResult::Ok;
@@ -294,6 +302,14 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
 
   void after_io() {
     auto self = shared_from_this();
+    if (escalate_due && !closing) {
+      escalate_due = false;
+      escalate_now();
+    }
+    if (setup_due && phase == Phase::Setup && !closing) {
+      setup_due = false;
+      setup_next();
+    }
     drain();
     if (!owner) return;
     if (ready_report) {
@@ -333,11 +349,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     int err = 0;
     std::string why;
     Verdict v = classify(status, task, &err, &why);
-    // libiscsi's ABORT TASK cancels the task locally, then still reads it
-    // to build the request: the caller frees it afterwards.
-    // A cancelled task is left to libiscsi: on a lost connection it frees
-    // the tasks it cancels itself (seen with 1.19: a double free otherwise).
-    if (task && !c->keep_task && status != SCSI_STATUS_CANCELLED) scsi_free_scsi_task(task);
+    if (c->task && !c->keep_task) scsi_free_scsi_task(c->task);
     c->task = nullptr;
     if (c->orphan) {  // reported already; only libiscsi still held it
       std::erase(conn->orphans, c);
@@ -460,12 +472,14 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       if (c->writes() && phase == Phase::Ready) {
         auto& tmf = tmfs.emplace_back(std::make_unique<Tmf>(Tmf{this, c->id}));
         c->aborting = true;
+        // libiscsi 1.19 leaves the task queued: its status, or the
+        // context's destruction, still calls back. A library that cancels
+        // it locally would call back here, before it reads the task.
         c->keep_task = true;
-        // This also cancels the task locally: landed() then waits for the answer.
         scsi_task* t = c->task;
         int rc = iscsi_task_mgmt_abort_task_async(ctx, t, on_tmf, tmf.get());
         c->keep_task = false;
-        (void)t;  // cancelled: libiscsi frees it (see on_task)
+        if (!c->task) scsi_free_scsi_task(t);
         if (rc == 0) {
           aborts++;
           continue;
@@ -545,13 +559,13 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       }
       if (owner) owner->resolve_limbo("LUN RESET");
       escalate.cancel();
-      if (phase == Phase::Setup) setup_next();
+      if (phase == Phase::Setup) setup_due = true;
       return;
     }
     auto it = inflight.find(cmd_id);
     if (it == inflight.end()) return;  // its status came first
     if (!done_ok) {
-      escalate_now();
+      escalate_due = true;  // after_io sends the LUN RESET
       return;
     }
     Cmd* c = it->second;
@@ -576,21 +590,23 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     }
     if (c->phase != Phase::Login) return;
     if (!c->logged_in) {
-      // TCP is up: log in. (Not iscsi_full_connect_async: its own TEST UNIT
-      // READY loop frees tasks twice when the connection drops meanwhile,
-      // seen with libiscsi 1.19 under asan. Setup does its own TUR.)
+      // TCP is up: log in. (Our own steps, not iscsi_full_connect_async:
+      // setup then reads what it needs, under our timers and messages.)
       c->logged_in = true;
       if (iscsi_login_async(c->ctx, on_connect, c) != 0) c->died("login failed");
       return;
     }
     c->phase = Phase::Setup;
     c->setup_step = 0;
-    c->setup_next();
+    c->setup_due = true;
   }
 
   // Setup steps: READ CAPACITY(16), Block Limits, Logical Block
   // Provisioning, Device Identification, then LUN RESET if writes wait in
-  // limbo. Each answer lands in on_setup.
+  // limbo. Each answer lands in on_setup, which sets setup_due; after_io
+  // sends the next one.
+  bool setup_due = false;
+  bool escalate_due = false;  // an ABORT TASK was refused: LUN RESET now
   void setup_next() {
     scsi_task* t = nullptr;
     const int lun = owner ? owner->lun_ : 0;
@@ -629,16 +645,13 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     if (!t) died("cannot send a setup command");
   }
 
-  static void on_setup(iscsi_context*, int status, void* command_data, void* pd) {
+  static void on_setup(iscsi_context*, int status, void*, void* pd) {
     auto* c = static_cast<Conn*>(pd);
-    auto* task = static_cast<scsi_task*>(command_data);
-    // libiscsi 1.19 can call back twice for one task when the connection
-    // drops (asan: a double free of its data-in buffer): only the first call
-    // counts, and the task is left to libiscsi after a cancellation.
-    if (!task || task != c->setup_task) return;
+    scsi_task* task = c->setup_task;  // a cancelled one comes back without it
     c->setup_task = nullptr;
+    if (!task) return;
     if (!c->closing) c->setup_done(status, task);
-    if (status != SCSI_STATUS_CANCELLED) scsi_free_scsi_task(task);
+    scsi_free_scsi_task(task);
   }
   scsi_task* setup_task = nullptr;
 
@@ -647,10 +660,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     std::string why;
     Verdict v = classify(status, task, &err, &why);
     if (v == Verdict::Reissue && ++setup_retries <= kMaxReissues) {
-      asio::post(io(), [self = shared_from_this()] {
-        if (!self->closing && self->phase == Phase::Setup) self->setup_next();
-        self->after_io();
-      });
+      setup_due = true;  // the same step again
       return;
     }
     // An optional VPD page the target lacks: keep the defaults.
@@ -696,7 +706,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         break;
     }
     setup_step++;
-    setup_next();
+    setup_due = true;
   }
 
   std::uint64_t max_ws = 0;     // WRITE SAME limit in blocks; 0: none given

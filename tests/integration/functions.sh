@@ -105,7 +105,13 @@ mp_log() {
 
 # Fail the test.  The EXIT trap dumps the logs and stops every server.
 fail() {
-  mp_log "FAIL: $*"
+  # From the main shell, to the test's stderr even inside a redirection (a
+  # wait_for condition); a subshell's goes where its stderr goes.
+  if [[ -n ${_MP_ERR_FD:-} && $BASHPID == "${_MP_MAIN_PID:-}" ]]; then
+    mp_log "FAIL: $*" 2>&"$_MP_ERR_FD"
+  else
+    mp_log "FAIL: $*"
+  fi
   exit 1
 }
 
@@ -185,6 +191,9 @@ wait_for() {
 # mp_init: temp dir, traps, tool checks, plugin path, sanitizer preload.
 mp_init() {
   _MP_MAIN_PID=$BASHPID
+  # The test's own stdout and stderr: fail() inside a redirected command
+  # (wait_for's condition) still reports there, and so does the EXIT trap.
+  exec {_MP_OUT_FD}>&1 {_MP_ERR_FD}>&2
   _mp_clock
   _MP_T0=$_mp_now
   MP_TEST_NAME=${MP_TEST_NAME:-$(basename "${BASH_SOURCE[1]:-$0}" .sh)}
@@ -232,6 +241,7 @@ mp_init() {
       ;;
     thread)
       MP_PRELOAD=$("${MP_CC:-gcc}" -print-file-name=libtsan.so)
+      export TSAN_OPTIONS="suppressions=$MP_SOURCE/tests/sanitizer/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
       _MP_TIME_FACTOR=3
       ;;
     *) fail "MP_SANITIZE must be empty, address or thread, not '$MP_SANITIZE'" ;;
@@ -369,6 +379,7 @@ _mp_on_exit() {
   [[ $BASHPID == "$_MP_MAIN_PID" ]] || return "$rc"
   trap - EXIT INT TERM HUP ERR
   set +e
+  exec >&"$_MP_OUT_FD" 2>&"$_MP_ERR_FD"
 
   if ((rc != 0 && rc != 77)); then
     [[ -n $_MP_LAST_ERR ]] && mp_log "last failed command: $_MP_LAST_ERR"

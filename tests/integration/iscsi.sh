@@ -34,7 +34,7 @@ start_tgt() {
   # The tgtd control socket is /var/run/tgtd/socket.N: pick a free N.
   local ctl
   for _ in {1..50}; do
-    ctl=$((1000 + RANDOM % 60000))
+    ctl=$((1000 + RANDOM % 30000)) # tgtd refuses -C above 32767
     [[ -e /var/run/tgtd/socket.$ctl ]] || break
   done
   _MP_TGT_CTL[$name]=$ctl

@@ -151,14 +151,16 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
       sd->async_wait(asio::posix::stream_descriptor::wait_read, [self](std::error_code ec) {
         self->read_wait = false;
         if (ec || !self->h || self->close_posted) return;
-        // Asio may report readiness that is gone by now. libnbd trusts a
-        // read notification: mid-way through a write payload it pauses the
-        // write to read a reply, and with nothing to read it then waits for a
-        // reply the server cannot send before it has the whole payload. So
-        // while a send is under way, make sure there really is something.
-        if (!(nbd_aio_get_direction(self->h) & LIBNBD_AIO_DIRECTION_WRITE) ||
-            readable_now(self->fd))
-          self->note(nbd_aio_notify_read(self->h));
+        // Asio may report readiness that is gone by now: every async_wait
+        // re-arms the edge-triggered registration, so a wait started while a
+        // reply was waiting fires even after libnbd has read it. libnbd 1.14
+        // trusts a read notification. It leaves READY (or pauses a send) for
+        // REPLY.START, and on EAGAIN stays there until a byte arrives, with
+        // every new command queued behind it. When nothing else is in
+        // flight, no byte ever comes, and the path hangs (a mid-send pause
+        // waits for a reply the server cannot send before it has the whole
+        // request). So only notify when there really is something to read.
+        if (readable_now(self->fd)) self->note(nbd_aio_notify_read(self->h));
         self->after_io();
       });
     }

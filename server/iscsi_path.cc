@@ -23,13 +23,14 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <optional>
+
+#include "server/fd_watch.h"
 
 namespace mp {
 
@@ -191,9 +192,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
 
   IscsiPath* owner;  // nullptr once the path is gone
   iscsi_context* ctx = nullptr;
-  std::optional<asio::posix::stream_descriptor> sd;
-  int fd = -1;
-  bool read_wait = false, write_wait = false;
+  FdWatch watch;
   Phase phase = Phase::Login;
   bool retired = false;
   bool close_posted = false;
@@ -215,7 +214,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   PathCaps caps;
   std::vector<unsigned char> zero_block;
 
-  explicit Conn(IscsiPath* o) : owner(o), escalate(o->io_) {}
+  explicit Conn(IscsiPath* o) : owner(o), watch(o->io_), escalate(o->io_) {}
   ~Conn() { close_now(); }
 
   asio::io_context& io() { return owner->io_; }
@@ -231,34 +230,17 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
 
   void arm() {
     if (!ctx || closing || close_posted || phase == Phase::Dead) return;
-    int nfd = iscsi_get_fd(ctx);
-    if (nfd != fd) {
-      if (sd) {
-        sd->cancel();
-        sd->release();
-        sd.reset();
-      }
-      fd = nfd;
-      read_wait = write_wait = false;
-      if (fd >= 0) sd.emplace(io(), fd);
-    }
-    if (!sd) return;
+    if (!watch.follow(iscsi_get_fd(ctx))) return;
     int ev = iscsi_which_events(ctx);
     auto self = shared_from_this();
-    if ((ev & POLLIN) && !read_wait) {
-      read_wait = true;
-      sd->async_wait(asio::posix::stream_descriptor::wait_read, [self](std::error_code ec) {
-        self->read_wait = false;
-        if (!ec) self->service(POLLIN);
+    if (ev & POLLIN)
+      watch.wait(FdWatch::Read, [self](bool ok) {
+        if (ok) self->service(POLLIN);
       });
-    }
-    if ((ev & POLLOUT) && !write_wait) {
-      write_wait = true;
-      sd->async_wait(asio::posix::stream_descriptor::wait_write, [self](std::error_code ec) {
-        self->write_wait = false;
-        if (!ec) self->service(POLLOUT);
+    if (ev & POLLOUT)
+      watch.wait(FdWatch::Write, [self](bool ok) {
+        if (ok) self->service(POLLOUT);
       });
-    }
   }
 
   void service(int revents) {
@@ -731,7 +713,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     if (close_posted) return;
     if (phase != Phase::Dead && !(retired && inflight.empty() && done.empty())) return;
     close_posted = true;
-    if (sd) sd->cancel();
+    watch.cancel();
     asio::post(io(), [self = shared_from_this()] {
       self->close_now();
       self->drain();
@@ -744,11 +726,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     if (closing) return;
     closing = true;
     escalate.cancel();
-    if (sd) {
-      sd->cancel();
-      sd->release();
-      sd.reset();
-    }
+    watch.stop();
     reissue.clear();  // its commands are in `inflight` too
     if (ctx) {
       iscsi_destroy_context(ctx);  // cancels what is left, through landed()

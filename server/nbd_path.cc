@@ -9,14 +9,14 @@
 #include "server/nbd_path.h"
 
 #include <libnbd.h>
-#include <poll.h>
 
-#include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+
+#include "server/fd_watch.h"
 
 namespace mp {
 
@@ -33,12 +33,6 @@ struct Cmd {
 std::string last_error() {
   const char* e = nbd_get_error();
   return e && *e ? e : "";
-}
-
-// True when a read on fd would not block (data, EOF or an error is there).
-bool readable_now(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return poll(&p, 1, 0) > 0 && p.revents != 0;
 }
 
 // What a connected handle says about its export.
@@ -73,9 +67,7 @@ PathCaps read_caps(nbd_handle* h) {
 struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   NbdPath* owner;  // nullptr once the path is gone
   nbd_handle* h = nullptr;
-  std::optional<asio::posix::stream_descriptor> sd;
-  int fd = -1;
-  bool read_wait = false, write_wait = false;
+  FdWatch watch;
   bool connecting = true;
   bool dead = false;     // reported dead to the owner
   bool retired = false;  // no new commands
@@ -92,7 +84,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     return error.empty() ? std::string("the server closed the connection") : error;
   }
 
-  Conn(NbdPath* o) : owner(o) {}
+  Conn(NbdPath* o) : owner(o), watch(o->io_) {}
   ~Conn() { close_now(); }
 
   static int on_complete(void* ud, int* error) {
@@ -131,48 +123,30 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
 
   // Watches the handle's socket in the direction(s) libnbd wants.
   void arm() {
-    if (!h || close_posted) return;
-    int nfd = nbd_aio_get_fd(h);
-    if (nfd != fd) {  // libnbd moved to another socket (or has none yet)
-      if (sd) {
-        sd->cancel();
-        sd->release();
-        sd.reset();
-      }
-      fd = nfd;
-      read_wait = write_wait = false;
-      if (fd >= 0) sd.emplace(owner_io(), fd);
-    }
-    if (!sd) return;
+    if (!h || close_posted || !watch.follow(nbd_aio_get_fd(h))) return;
     unsigned dir = nbd_aio_get_direction(h);
     auto self = shared_from_this();
-    if ((dir & LIBNBD_AIO_DIRECTION_READ) && !read_wait) {
-      read_wait = true;
-      sd->async_wait(asio::posix::stream_descriptor::wait_read, [self](std::error_code ec) {
-        self->read_wait = false;
-        if (ec || !self->h || self->close_posted) return;
-        // Asio may report readiness that is gone by now: every async_wait
-        // re-arms the edge-triggered registration, so a wait started while a
-        // reply was waiting fires even after libnbd has read it. libnbd 1.14
-        // trusts a read notification. It leaves READY (or pauses a send) for
+    if (dir & LIBNBD_AIO_DIRECTION_READ)
+      watch.wait(FdWatch::Read, [self](bool ok) {
+        if (!ok || !self->h || self->close_posted) return;
+        // The reactor's readiness may be stale: every wait re-arms the
+        // edge-triggered registration, so a wait started while a reply was
+        // waiting fires even after libnbd has read it. libnbd 1.14 trusts a
+        // read notification: it leaves READY (or pauses a send) for
         // REPLY.START, and on EAGAIN stays there until a byte arrives, with
-        // every new command queued behind it. When nothing else is in
-        // flight, no byte ever comes, and the path hangs (a mid-send pause
-        // waits for a reply the server cannot send before it has the whole
-        // request). So only notify when there really is something to read.
-        if (readable_now(self->fd)) self->note(nbd_aio_notify_read(self->h));
+        // every new command queued behind it. With nothing else in flight no
+        // byte ever comes and the path hangs (a paused send waits for a reply
+        // the server cannot send before it has the whole request). So only
+        // notify when there really is something to read.
+        if (self->watch.readable()) self->note(nbd_aio_notify_read(self->h));
         self->after_io();
       });
-    }
-    if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && !write_wait) {
-      write_wait = true;
-      sd->async_wait(asio::posix::stream_descriptor::wait_write, [self](std::error_code ec) {
-        self->write_wait = false;
-        if (ec || !self->h || self->close_posted) return;
+    if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+      watch.wait(FdWatch::Write, [self](bool ok) {
+        if (!ok || !self->h || self->close_posted) return;
         self->note(nbd_aio_notify_write(self->h));
         self->after_io();
       });
-    }
   }
 
   asio::io_context& owner_io() { return owner->io_; }
@@ -232,7 +206,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   void maybe_close() {
     if (!retired || inflight || close_posted) return;
     close_posted = true;
-    if (sd) sd->cancel();
+    watch.cancel();
     auto self = shared_from_this();
     asio::post(owner_io(), [self] { self->close_now(); });
   }
@@ -240,11 +214,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   // Closes the handle. Commands still in flight are freed without a report
   // (only the path's destructor gets here with any).
   void close_now() {
-    if (sd) {
-      sd->cancel();
-      sd->release();
-      sd.reset();
-    }
+    watch.stop();
     if (h) {
       nbd_close(h);
       h = nullptr;

@@ -1,0 +1,88 @@
+// FdWatch: readiness waits on a socket that a C library (libnbd, libiscsi)
+// owns. The library opens, replaces and closes the descriptor; the watch
+// follows it and never closes it, only deregisters it from the reactor.
+//
+// Deregistering a number that was closed and already reused would remove
+// the new owner's registration, so follow() and stop() must run before any
+// new socket can be created after the library closed the old one: the paths
+// call follow() at the end of every library call, in the same handler.
+#pragma once
+
+#include <poll.h>
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+namespace mp {
+
+class FdWatch {
+ public:
+  enum Dir { Read = 0, Write = 1 };
+
+  explicit FdWatch(asio::io_context& io) : io_(io) {}
+  ~FdWatch() { stop(); }
+  FdWatch(const FdWatch&) = delete;
+  FdWatch& operator=(const FdWatch&) = delete;
+
+  // Follows the library to its current descriptor (-1: none). Pending waits
+  // on a replaced one complete with ok == false. True when there is one.
+  bool follow(int fd) {
+    if (fd != fd_) {
+      stop();
+      fd_ = fd;
+      if (fd_ >= 0) sd_.emplace(io_, fd_);
+    }
+    return sd_.has_value();
+  }
+
+  // Waits for `dir` unless a wait for it is pending; then fn(ok) runs once
+  // on the loop (ok == false: cancelled). fn must keep this watch's owner
+  // alive, since the completion touches the watch first.
+  template <class Fn>
+  void wait(Dir dir, Fn fn) {
+    if (!sd_ || waiting_[dir]) return;
+    waiting_[dir] = true;
+    sd_->async_wait(dir == Read ? asio::posix::stream_descriptor::wait_read
+                                : asio::posix::stream_descriptor::wait_write,
+                    [this, dir, gen = gen_, fn = std::move(fn)](std::error_code ec) mutable {
+                      if (gen == gen_) waiting_[dir] = false;  // else: a wait on a former fd
+                      fn(!ec);
+                    });
+  }
+
+  // Pending waits complete with ok == false.
+  void cancel() {
+    if (sd_) sd_->cancel();
+  }
+
+  // Cancels and forgets the descriptor (deregistered, not closed).
+  void stop() {
+    if (sd_) {
+      sd_->cancel();
+      sd_->release();
+      sd_.reset();
+    }
+    fd_ = -1;
+    waiting_[Read] = waiting_[Write] = false;
+    gen_++;
+  }
+
+  // True when a read would not block now (data, EOF or an error is there).
+  // The reactor's readiness may be stale by the time a handler runs.
+  bool readable() const {
+    pollfd p{fd_, POLLIN, 0};
+    return fd_ >= 0 && poll(&p, 1, 0) > 0 && p.revents != 0;
+  }
+
+ private:
+  asio::io_context& io_;
+  std::optional<asio::posix::stream_descriptor> sd_;
+  int fd_ = -1;
+  bool waiting_[2] = {false, false};
+  unsigned gen_ = 0;  // descriptors followed so far
+};
+
+}  // namespace mp

@@ -181,32 +181,12 @@ done
 # ------------------------------------------------------------- summary ----
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$MP_TMP/header.txt"
 st=0
-"$MP_PYTHON" - "$raw" "$MP_TMP/summary.md" "$MP_TMP/header.txt" <<'EOF' || st=$?
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-targets, workloads = [], []
-for r in rows:
-    if r["target"] not in targets: targets.append(r["target"])
-    if r["workload"] not in workloads: workloads.append(r["workload"])
-label = {"rr4k-qd1": ("4K random read QD1", "iops", "IOPS"),
-         "rr4k-qd32": ("4K random read QD32", "iops", "IOPS"),
-         "seq1m-qd8": ("1M sequential read QD8", "mibs", "MiB/s")}
-med = {}
-out = [open(sys.argv[3]).read().rstrip("\n"), ""]
-out.append("Median over rounds (spread = (max-min)/2 as % of the median):")
-out.append("")
-out.append("| workload | metric | " + " | ".join(targets) + " |")
-out.append("|---|---|" + "---|" * len(targets))
-for w in workloads:
-    name, key, unit = label[w]
-    cells = []
-    for t in targets:
-        v = [float(r[key]) for r in rows if r["target"] == t and r["workload"] == w]
-        m = statistics.median(v)
-        med[t, w] = m
-        spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
-        cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
-    out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
+"$MP_PYTHON" - "$raw" "$MP_TMP/summary.md" "$MP_TMP/header.txt" "$here" <<'EOF' || st=$?
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, sys.argv[4])
+import summary
+out, med, workloads = summary.tables(sys.argv[1], sys.argv[3])
 checks = [("QD32 4K", "rr4k-qd32", "nbdplugin", 1.5),
           ("QD1 4K", "rr4k-qd1", "nbdplugin", 1.0),
           ("1M seq", "seq1m-qd8", "direct", 0.8)]
@@ -226,9 +206,7 @@ for name, w, _, _ in checks:
     a, b = med.get(("nbdplugin", w)), med.get(("direct", w))
     if a is not None and b:
         out.append(f"| {name} nbdplugin/direct | {a / b:.2f} | (reference) | |")
-text = "\n".join(out) + "\n"
-open(sys.argv[2], "w").write(text)
-print(text, end="")
+summary.write(sys.argv[2], out)
 sys.exit(3 if missed else 0)
 EOF
 ((st == 0 || st == 3)) || die "summary failed (status $st)"

@@ -204,41 +204,19 @@ done
 
 # ------------------------------------------------------------- summary ----
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$MP_TMP/header.txt"
-"$MP_PYTHON" - "$raw" "$MP_TMP/summary.md" "$MP_TMP/header.txt" <<'EOF' || die "summary failed"
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-targets, workloads = [], []
-for r in rows:
-    if r["target"] not in targets: targets.append(r["target"])
-    if r["workload"] not in workloads: workloads.append(r["workload"])
-label = {"rr4k-qd1": ("4K random read QD1", "iops", "IOPS"),
-         "rr4k-qd32": ("4K random read QD32", "iops", "IOPS"),
-         "seq1m-qd8": ("1M sequential read QD8", "mibs", "MiB/s")}
-med = {}
-out = [open(sys.argv[3]).read().rstrip("\n"), ""]
-out.append("Median over rounds (spread = (max-min)/2 as % of the median):")
-out.append("")
-out.append("| workload | metric | " + " | ".join(targets) + " |")
-out.append("|---|---|" + "---|" * len(targets))
-for w in workloads:
-    name, key, unit = label[w]
-    cells = []
-    for t in targets:
-        v = [float(r[key]) for r in rows if r["target"] == t and r["workload"] == w]
-        m = statistics.median(v)
-        med[t, w] = m
-        spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
-        cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
-    out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
+"$MP_PYTHON" - "$raw" "$MP_TMP/summary.md" "$MP_TMP/header.txt" "$here" <<'EOF' || die "summary failed"
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, sys.argv[4])
+import summary
+out, med, workloads = summary.tables(sys.argv[1], sys.argv[3])
 ratios = [(mp, w) for mp in ("mp1", "mp2") for w in workloads
           if (mp, w) in med and med.get(("iscsi-perf", w))]
 if ratios:
     out += ["", "| ratio (ours / iscsi-perf) | value |", "|---|---|"]
     for mp, w in ratios:
-        out.append(f"| {label[w][0]}, {mp} | {med[mp, w] / med['iscsi-perf', w]:.2f} |")
-text = "\n".join(out) + "\n"
-open(sys.argv[2], "w").write(text)
-print(text, end="")
+        out.append(f"| {summary.LABELS[w][0]}, {mp} | {med[mp, w] / med['iscsi-perf', w]:.2f} |")
+summary.write(sys.argv[2], out)
 EOF
 if [[ -n $BENCH_OUT ]]; then
   mkdir -p "$BENCH_OUT/runs"

@@ -1,0 +1,54 @@
+"""Median tables for the bench scripts.
+
+raw.csv has one row per fio (or iscsi-perf) run: round,target,workload,iops,mibs.
+tables() turns it into Markdown lines, headed by the run's header file, plus
+the medians, from which each script adds its own ratio rows.
+"""
+import csv
+import statistics
+
+LABELS = {
+    "rr4k-qd1": ("4K random read QD1", "iops", "IOPS"),
+    "rr4k-qd32": ("4K random read QD32", "iops", "IOPS"),
+    "seq1m-qd8": ("1M sequential read QD8", "mibs", "MiB/s"),
+}
+
+
+def _ordered(rows, key):
+    seen = []
+    for r in rows:
+        if r[key] not in seen:
+            seen.append(r[key])
+    return seen
+
+
+def tables(raw_csv, header_txt):
+    """Returns (lines, medians by (target, workload), workloads in run order)."""
+    with open(raw_csv) as f:
+        rows = list(csv.DictReader(f))
+    with open(header_txt) as f:
+        header = f.read().rstrip("\n")
+    targets, workloads = _ordered(rows, "target"), _ordered(rows, "workload")
+    out = [header, "", "Median over rounds (spread = (max-min)/2 as % of the median):", ""]
+    out.append("| workload | metric | " + " | ".join(targets) + " |")
+    out.append("|---|---|" + "---|" * len(targets))
+    med = {}
+    for w in workloads:
+        name, key, unit = LABELS[w]
+        cells = []
+        for t in targets:
+            v = [float(r[key]) for r in rows if r["target"] == t and r["workload"] == w]
+            m = statistics.median(v)
+            med[t, w] = m
+            spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
+            cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
+        out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
+    return out, med, workloads
+
+
+def write(path, lines):
+    """Writes the Markdown to path and prints it."""
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    print(text, end="")

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <poll.h>
+#include <sys/stat.h>
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -29,11 +30,20 @@ class FdWatch {
 
   // Follows the library to its current descriptor (-1: none). Pending waits
   // on a replaced one complete with ok == false. True when there is one.
-  bool follow(int fd) {
-    if (fd != fd_) {
+  //
+  // `may_reopen`: the library may have closed the descriptor and opened
+  // another socket that got the same number (libnbd trying a host's next
+  // address). The kernel dropped the old registration with the old socket,
+  // so the new one must be registered afresh: the socket's identity is
+  // compared, which costs an fstat.
+  bool follow(int fd, bool may_reopen = false) {
+    if (fd != fd_ || (may_reopen && fd >= 0 && identity(fd) != id_)) {
       stop();
       fd_ = fd;
-      if (fd_ >= 0) sd_.emplace(io_, fd_);
+      if (fd_ >= 0) {
+        id_ = identity(fd_);
+        sd_.emplace(io_, fd_);
+      }
     }
     return sd_.has_value();
   }
@@ -78,9 +88,16 @@ class FdWatch {
   }
 
  private:
+  using Id = std::pair<dev_t, ino_t>;
+  static Id identity(int fd) {
+    struct stat st {};
+    return fstat(fd, &st) == 0 ? Id{st.st_dev, st.st_ino} : Id{};
+  }
+
   asio::io_context& io_;
   std::optional<asio::posix::stream_descriptor> sd_;
   int fd_ = -1;
+  Id id_{};
   bool waiting_[2] = {false, false};
   unsigned gen_ = 0;  // descriptors followed so far
 };

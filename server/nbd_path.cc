@@ -123,7 +123,9 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
 
   // Watches the handle's socket in the direction(s) libnbd wants.
   void arm() {
-    if (!h || close_posted || !watch.follow(nbd_aio_get_fd(h))) return;
+    // While connecting, libnbd may move to a host's next address on a new
+    // socket with the old number.
+    if (!h || close_posted || !watch.follow(nbd_aio_get_fd(h), connecting)) return;
     unsigned dir = nbd_aio_get_direction(h);
     auto self = shared_from_this();
     if (dir & LIBNBD_AIO_DIRECTION_READ)

@@ -93,6 +93,34 @@ TEST_CASE("following another descriptor cancels the old wait, and only the new o
   CHECK(is_open(a.fd[0]));  // followed away from, not closed
 }
 
+TEST_CASE("a new socket under the old number is registered afresh when it may be reopened") {
+  asio::io_context io;
+  Pair a;
+  mp::FdWatch w(io);
+  REQUIRE(w.follow(a.fd[0]));
+  int old_calls = 0, old_ok = 0;
+  w.wait(mp::FdWatch::Read, [&](bool good) { old_calls++, old_ok += good; });
+  io.poll();
+  // What libnbd does when a host's first address fails: close the socket,
+  // open another, which gets the lowest free number: the same one.
+  const int number = a.fd[0];
+  close(a.fd[0]);
+  a.fd[0] = -1;
+  Pair b;
+  if (b.fd[0] != number) {  // make sure, whatever the allocator did
+    REQUIRE(dup2(b.fd[0], number) == number);
+    close(b.fd[0]);
+    b.fd[0] = number;
+  }
+  REQUIRE(w.follow(number, true));
+  REQUIRE(run_until(io, [&] { return old_calls == 1; }));
+  CHECK(old_ok == 0);  // the old socket's wait was cancelled
+  bool ok = false;
+  w.wait(mp::FdWatch::Read, [&](bool good) { ok = good; });
+  REQUIRE(write(b.fd[1], "x", 1) == 1);
+  CHECK(run_until(io, [&] { return ok; }));
+}
+
 TEST_CASE("stop cancels pending waits and leaves the descriptor open") {
   asio::io_context io;
   Pair p;

@@ -539,7 +539,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         c->err = ECANCELED;
         done.push_back(c);
       }
-      if (owner) owner->resolve_limbo("LUN RESET");
+      if (owner) owner->resolve_limbo();
       escalate.cancel();
       if (phase == Phase::Setup) setup_due = true;
       return;
@@ -826,7 +826,7 @@ void IscsiPath::conn_dead(Conn& c, const std::string& reason) {
   if (cur_.get() == &c) listener_.path_down(*this, reason);
 }
 
-void IscsiPath::resolve_limbo(const char* /*how*/) {
+void IscsiPath::resolve_limbo() {
   auto all = std::move(limbo_);
   limbo_.clear();
   for (Cmd* c : all) {

@@ -52,7 +52,7 @@ class IscsiPath final : public Path {
   friend struct Conn;
   void conn_ready(Conn& c);
   void conn_dead(Conn& c, const std::string& reason);
-  void resolve_limbo(const char* how);
+  void resolve_limbo();
   void finish(Cmd* c);  // reports c (or its split) to the sink, and frees it
 
   asio::io_context& io_;

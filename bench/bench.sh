@@ -23,12 +23,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MP_SOURCE=${MP_SOURCE:-$(cd "$here/.." && pwd)}
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-case ${1:-} in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) usage >&2; exit 2 ;;
-esac
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-5}
@@ -54,14 +51,7 @@ _mp_require_python
 die() { fail "$*"; }
 
 # ---------------------------------------------------------- validation ----
-read -r -a targets <<<"$TARGETS"
-read -r -a workloads <<<"$WORKLOADS"
-read -r -a mp_args <<<"$MP_ARGS"
-((${#targets[@]})) || die "TARGETS is empty"
-((${#workloads[@]})) || die "WORKLOADS is empty"
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "RUNTIME must be a positive integer (seconds)"
-[[ $RAMP =~ ^[0-9]+$ ]] || die "RAMP must be an integer (seconds)"
+bench_read_common
 need_mp='' need_u2=''
 for t in "${targets[@]}"; do
   case $t in
@@ -97,10 +87,7 @@ done
 # path then has other data, which is fine for a read benchmark only.
 case $BACKEND in
   file)
-    shm=/dev/shm
-    [[ -d $shm && -w $shm ]] || { mp_log "no writable /dev/shm: image in $MP_TMP"; shm=$MP_TMP; }
-    imgdir=$(mktemp -d "$shm/mp-bench.XXXXXX")
-    mp_on_cleanup rm -rf "$imgdir"
+    bench_image_dir mp-bench
     make_image "$imgdir/disk.img" "$SIZE"
     start_upstream u1 file "$imgdir/disk.img"
     [[ -n $need_u2 ]] && start_upstream u2 file "$imgdir/disk.img"
@@ -149,31 +136,19 @@ echo "round,target,workload,iops,mibs" >"$raw"
   echo "# nbd-multipath bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $(nproc) cores, $(uname -r), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tools: $(nbdkit --version | head -n 1), $(fio --version), $(nbdinfo --version | sed -n 2p)"
-  echo "plugin: $([[ -n $need_mp ]] && echo "$MP_PLUGIN ($(git -C "$MP_SOURCE" rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo "not used")"
+  bench_plugin_line
   echo "backend: $BACKEND $SIZE; rounds: $ROUNDS; per job: ${RAMP}s ramp + ${RUNTIME}s measured"
   echo "targets: ${targets[*]}; workloads: ${workloads[*]}${MP_ARGS:+; MP_ARGS: $MP_ARGS}"
 } >"$MP_TMP/header.txt"
 cat "$MP_TMP/header.txt" >&2
 
-n=${#targets[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
-  # Rotate the target order each round, so that no target always runs
-  # right after the same neighbour (page cache, CPU frequency, other load).
-  order=()
-  for ((i = 0; i < n; i++)); do order+=("${targets[(i + r - 1) % n]}"); done
+  bench_round_order "$r"
   for w in "${workloads[@]}"; do
     workload_args "$w"
     for t in "${order[@]}"; do
-      MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "${uri[$t]}" "${wl_args[@]}" \
-        --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" \
-        --norandommap --randrepeat=0 ||
-        die "fio failed: round $r, $t, $w"
-      errs=$(fio_errors "$MP_FIO_JSON")
-      ((errs == 0)) || die "$errs I/O errors: round $r, $t, $w"
-      iops=$(fio_iops "$MP_FIO_JSON")
-      mibs=$(fio_bw_mib "$MP_FIO_JSON")
-      echo "$r,$t,$w,$iops,$mibs" >>"$raw"
-      printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$r" "$ROUNDS" "$t" "$w" "$iops" "$mibs" >&2
+      bench_fio "$r" "$t" "$w" "${uri[$t]}" "${wl_args[@]}"
+      bench_record "$r" "$t" "$w"
     done
   done
 done

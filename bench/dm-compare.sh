@@ -27,12 +27,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MP_SOURCE=${MP_SOURCE:-$(cd "$here/.." && pwd)}
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-case ${1:-} in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) usage >&2; exit 2 ;;
-esac
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 MODES=${MODES:-mp dm}
 RUNTIME=${RUNTIME:-40}

@@ -29,12 +29,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MP_SOURCE=${MP_SOURCE:-$(cd "$here/.." && pwd)}
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-case ${1:-} in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) usage >&2; exit 2 ;;
-esac
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+bench_args "${BASH_SOURCE[0]}" "$@"
 
 ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-5}
@@ -59,14 +56,7 @@ _mp_require_python
 die() { fail "$*"; }
 
 # ---------------------------------------------------------- validation ----
-read -r -a targets <<<"$TARGETS"
-read -r -a workloads <<<"$WORKLOADS"
-read -r -a mp_args <<<"$MP_ARGS"
-((${#targets[@]})) || die "TARGETS is empty"
-((${#workloads[@]})) || die "WORKLOADS is empty"
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "RUNTIME must be a positive integer (seconds)"
-[[ $RAMP =~ ^[0-9]+$ ]] || die "RAMP must be an integer (seconds)"
+bench_read_common
 size=$(mp_bytes "$SIZE") || die "bad SIZE '$SIZE'"
 ((size > 0 && size % (1 << 20) == 0)) || die "SIZE must be a positive multiple of 1M"
 need_mp='' need_b=''
@@ -103,10 +93,7 @@ done
 # that reads hit allocated pages; tgtd "a" (and "b" for mp2) serve it as
 # LUN 1 with the same target id, hence the same LU identifier: two paths to
 # one disk.
-shm=/dev/shm
-[[ -d $shm && -w $shm ]] || { mp_log "no writable /dev/shm: image in $MP_TMP"; shm=$MP_TMP; }
-imgdir=$(mktemp -d "$shm/mp-iscsi-bench.XXXXXX")
-mp_on_cleanup rm -rf "$imgdir"
+bench_image_dir mp-iscsi-bench
 img=$imgdir/disk.img
 mp_log "filling $SIZE image with random data"
 dd if=/dev/urandom of="$img" bs=1M count=$((size >> 20)) iflag=fullblock status=none ||
@@ -168,17 +155,14 @@ echo "round,target,workload,iops,mibs" >"$raw"
   echo "# nbd-multipath iSCSI bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $(nproc) cores, $(uname -r), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tools: tgtd $(tgtd --version 2>&1 | head -n 1), libiscsi-bin $(dpkg-query -W -f '${Version}' libiscsi-bin 2>/dev/null || echo '?') (iscsi-perf), $(nbdkit --version | head -n 1), $(fio --version 2>/dev/null || echo 'no fio')"
-  echo "plugin: $([[ -n $need_mp ]] && echo "$MP_PLUGIN ($(git -C "$MP_SOURCE" rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo "not used")"
+  bench_plugin_line
   echo "image: $SIZE of random data on $shm; rounds: $ROUNDS; per run: ${RAMP}s ramp + ${RUNTIME}s measured"
   echo "targets: ${targets[*]}; workloads: ${workloads[*]}$([[ -n $need_b ]] && echo "; mp2 selector: $SELECTOR")${MP_ARGS:+; MP_ARGS: $MP_ARGS}"
 } >"$MP_TMP/header.txt"
 cat "$MP_TMP/header.txt" >&2
 
-n=${#targets[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
-  # Rotate the target order each round (as bench/bench.sh does).
-  order=()
-  for ((i = 0; i < n; i++)); do order+=("${targets[(i + r - 1) % n]}"); done
+  bench_round_order "$r"
   for w in "${workloads[@]}"; do
     workload_args "$w"
     for t in "${order[@]}"; do
@@ -187,17 +171,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         iops=$perf_iops
         mibs=$("$MP_PYTHON" -c 'import sys; print(round(float(sys.argv[1]) * int(sys.argv[2]) / 2**20, 1))' "$iops" "$wl_bytes")
       else
-        MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "${uri[$t]}" "${wl_fio[@]}" \
-          --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" \
-          --norandommap --randrepeat=0 ||
-          die "fio failed: round $r, $t, $w"
-        errs=$(fio_errors "$MP_FIO_JSON")
-        ((errs == 0)) || die "$errs I/O errors: round $r, $t, $w"
-        iops=$(fio_iops "$MP_FIO_JSON")
-        mibs=$(fio_bw_mib "$MP_FIO_JSON")
+        bench_fio "$r" "$t" "$w" "${uri[$t]}" "${wl_fio[@]}"
       fi
-      echo "$r,$t,$w,$iops,$mibs" >>"$raw"
-      printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$r" "$ROUNDS" "$t" "$w" "$iops" "$mibs" >&2
+      bench_record "$r" "$t" "$w"
     done
   done
 done

@@ -1,0 +1,79 @@
+# shellcheck shell=bash
+# What the bench scripts share. bench_args works on its own; the rest needs
+# tests/integration/functions.sh (fail, mp_log, run_fio, ...) sourced first.
+# The functions set and read the sourcing script's globals (targets, raw, ...):
+# shellcheck disable=SC2034,SC2153,SC2154
+
+# bench_args SCRIPT [ARGS]: --help prints the script's header comment (up to
+# `set -euo`); any other argument is a usage error.
+bench_args() {
+  local script=$1
+  shift
+  case ${1:-} in
+    -h | --help) _bench_usage "$script"; exit 0 ;;
+    "") ;;
+    *) _bench_usage "$script" >&2; exit 2 ;;
+  esac
+}
+_bench_usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$1"; }
+
+# bench_read_common: TARGETS, WORKLOADS and MP_ARGS into the arrays targets,
+# workloads and mp_args; ROUNDS, RUNTIME and RAMP checked.
+bench_read_common() {
+  read -r -a targets <<<"$TARGETS"
+  read -r -a workloads <<<"$WORKLOADS"
+  read -r -a mp_args <<<"$MP_ARGS"
+  ((${#targets[@]})) || fail "TARGETS is empty"
+  ((${#workloads[@]})) || fail "WORKLOADS is empty"
+  [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive integer"
+  [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || fail "RUNTIME must be a positive integer (seconds)"
+  [[ $RAMP =~ ^[0-9]+$ ]] || fail "RAMP must be an integer (seconds)"
+}
+
+# bench_image_dir PREFIX: sets imgdir to a new directory on tmpfs (shm), or
+# in $MP_TMP without one; removed at exit.
+bench_image_dir() {
+  shm=/dev/shm
+  [[ -d $shm && -w $shm ]] || { mp_log "no writable /dev/shm: image in $MP_TMP"; shm=$MP_TMP; }
+  imgdir=$(mktemp -d "$shm/$1.XXXXXX")
+  mp_on_cleanup rm -rf "$imgdir"
+}
+
+# bench_plugin_line: the header line naming the plugin and its commit (when
+# need_mp is set).
+bench_plugin_line() {
+  if [[ -n $need_mp ]]; then
+    echo "plugin: $MP_PLUGIN ($(git -C "$MP_SOURCE" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  else
+    echo "plugin: not used"
+  fi
+}
+
+# bench_round_order R: sets order to the targets rotated by R-1, so that no
+# target always runs right after the same neighbour (page cache, CPU
+# frequency, other load).
+bench_round_order() {
+  local i n=${#targets[@]}
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${targets[(i + $1 - 1) % n]}"); done
+}
+
+# bench_fio R T W URI [fio args]: one measured fio job, its JSON kept as
+# r<R>-<T>-<W>.json; sets iops and mibs. Fails on any I/O error.
+bench_fio() {
+  local r=$1 t=$2 w=$3 uri=$4 errs
+  shift 4
+  MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "$uri" "$@" \
+    --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" --norandommap --randrepeat=0 ||
+    fail "fio failed: round $r, $t, $w"
+  errs=$(fio_errors "$MP_FIO_JSON")
+  ((errs == 0)) || fail "$errs I/O errors: round $r, $t, $w"
+  iops=$(fio_iops "$MP_FIO_JSON")
+  mibs=$(fio_bw_mib "$MP_FIO_JSON")
+}
+
+# bench_record R T W: appends the run (iops, mibs) to raw.csv and shows it.
+bench_record() {
+  echo "$1,$2,$3,$iops,$mibs" >>"$raw"
+  printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" >&2
+}

@@ -25,16 +25,8 @@ fi
 # crun is left out on purpose: it refuses this kernel's hybrid cgroup v1/v2
 # layout, runc copes. netavark + aardvark-dns: compose services find each
 # other by name on internal networks (CNI's dnsname plugin refuses those).
-pkgs=(podman runc debootstrap podman-compose netavark aardvark-dns iptables uidmap)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+"$(dirname "$0")/../scripts/install-deps.sh" \
+  podman runc debootstrap podman-compose netavark aardvark-dns iptables uidmap
 
 # The network backend is chosen once per machine: switching from CNI strands
 # existing containers, so refuse rather than break someone's setup.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian bookworm packages nbd-multipath builds and tests with.
-# Idempotent: packages already present are skipped by apt.
+# Installs the Debian bookworm packages nbd-multipath builds and tests with,
+# or, given package names, those instead. Idempotent: only missing packages
+# go to apt.
 set -euo pipefail
 
-pkgs=(
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(
   build-essential cmake pkg-config clang-format
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev

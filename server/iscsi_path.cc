@@ -268,18 +268,25 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   std::optional<std::string> report;  // a death to tell the owner about
   bool ready_report = false;          // setup finished: tell the owner
 
+  // Done with c on this connection: it goes to its sink with this result.
+  void settle(Cmd* c, PathResult r, int err) {
+    inflight.erase(c->id);
+    c->result = r;
+    c->err = err;
+    done.push_back(c);
+  }
+
   // A command whose connection is gone without an answer, and whose task
   // libiscsi has let go of: a write waits in the path's limbo for a LUN
   // RESET, anything else is reported dead.
   void settle_lost(Cmd* c) {
     if (c->writes() && owner) {
+      inflight.erase(c->id);
       c->conn = nullptr;
       owner->limbo_.push_back(c);
       return;
     }
-    c->result = PathResult::TransportDead;
-    c->err = ENOTCONN;
-    done.push_back(c);
+    settle(c, PathResult::TransportDead, ENOTCONN);
   }
 
   void after_io() {
@@ -309,12 +316,8 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       reissue.clear();
       for (Cmd* c : again) {
         if (!inflight.count(c->id)) continue;
-        if (!issue(c)) {  // it has no task: nothing of it is on the target
-          inflight.erase(c->id);
-          c->result = PathResult::TransportDead;
-          c->err = ENOTCONN;
-          done.push_back(c);
-        }
+        if (!issue(c))  // it has no task: nothing of it is on the target
+          settle(c, PathResult::TransportDead, ENOTCONN);
       }
       drain();
     }
@@ -344,20 +347,17 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   void landed(Cmd* c, Verdict v, int err) {
     if (!inflight.count(c->id)) return;
     if (closing) {  // the context is being destroyed
-      if (owner) {
-        inflight.erase(c->id);
-        settle_lost(c);
-      }
+      if (owner) settle_lost(c);
       return;
     }
     if (c->aborting) {
       // A status that beat the abort: the write ran (or failed) on the
       // target, which resolves it. A cancellation waits for the TMF answer.
       if (v == Verdict::Transport) return;
-      inflight.erase(c->id);
-      c->result = v == Verdict::Ok ? PathResult::Ok : PathResult::RemoteError;
-      c->err = v == Verdict::Ok ? 0 : (err ? err : EIO);
-      done.push_back(c);
+      if (v == Verdict::Ok)
+        settle(c, PathResult::Ok, 0);
+      else
+        settle(c, PathResult::RemoteError, err ? err : EIO);
       return;
     }
     switch (v) {
@@ -367,9 +367,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
           reissue.push_back(c);
           return;
         }
-        inflight.erase(c->id);
-        c->result = PathResult::Ok;
-        done.push_back(c);
+        settle(c, PathResult::Ok, 0);
         return;
       case Verdict::Reissue:
         if (++c->reissues <= kMaxReissues && !retired) {
@@ -379,13 +377,9 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         err = EIO;
         [[fallthrough]];
       case Verdict::Remote:
-        inflight.erase(c->id);
-        c->result = PathResult::RemoteError;
-        c->err = err;
-        done.push_back(c);
+        settle(c, PathResult::RemoteError, err);
         return;
       case Verdict::Transport:
-        inflight.erase(c->id);
         settle_lost(c);
         return;
     }
@@ -445,10 +439,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     for (Cmd* c : all) {
       if (!inflight.count(c->id)) continue;
       if (!c->task) {  // waiting to be reissued: nothing of it is on the target
-        inflight.erase(c->id);
-        c->result = PathResult::TransportDead;
-        c->err = ECANCELED;
-        done.push_back(c);
+        settle(c, PathResult::TransportDead, ECANCELED);
         continue;
       }
       if (c->writes() && phase == Phase::Ready) {
@@ -528,17 +519,10 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         return;
       }
       // Every task on the LU, from every session, has ended.
-      for (auto it = inflight.begin(); it != inflight.end();) {
-        Cmd* c = it->second;
-        if (!c->aborting) {
-          ++it;
-          continue;
-        }
-        it = inflight.erase(it);
-        c->result = PathResult::RemoteError;
-        c->err = ECANCELED;
-        done.push_back(c);
-      }
+      std::vector<Cmd*> aborted;
+      for (auto& [id, c] : inflight)
+        if (c->aborting) aborted.push_back(c);
+      for (Cmd* c : aborted) settle(c, PathResult::RemoteError, ECANCELED);
       if (owner) owner->resolve_limbo();
       escalate.cancel();
       if (phase == Phase::Setup) setup_due = true;
@@ -550,11 +534,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       escalate_due = true;  // after_io sends the LUN RESET
       return;
     }
-    Cmd* c = it->second;
-    inflight.erase(it);
-    c->result = PathResult::RemoteError;
-    c->err = ECANCELED;
-    done.push_back(c);
+    settle(it->second, PathResult::RemoteError, ECANCELED);
     bool left = false;
     for (auto& [id, x] : inflight) left |= x->aborting;
     if (!left) escalate.cancel();

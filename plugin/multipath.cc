@@ -151,10 +151,11 @@ int mp_get_ready() noexcept try {
       }
     }
     if (!any) {
-      std::string id = d.identity, ex = d.export_name;
-      bool has_ex = d.has_export_name;
+      // The first path's caps, with the identity merged above (maybe the
+      // config's); its export name, if any, is already the disk's.
+      std::string id = std::move(d.identity);
       d = k;
-      d.identity = id, d.export_name = ex, d.has_export_name = has_ex;
+      d.identity = std::move(id);
       first_name = p.name;
       any = true;
       continue;

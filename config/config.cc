@@ -449,8 +449,7 @@ std::string check_iscsi(const UriView& u, const SchemeRule& rule) {
   if (u.has_query)
     return quoted(*u.text) + " has a query ('?" + u.query +
            "'), which iscsi:// URIs do not take: use " + rule.form;
-  std::vector<std::string> segs;
-  for (const auto& s : u.path) segs.push_back(s);
+  const auto& segs = u.path;
   if (segs.size() != 2 || segs[0].empty() || segs[1].empty())
     return quoted(*u.text) + " must name a target and a LUN after the host, as in " + rule.form +
            " (for example iscsi://192.0.2.1/iqn.2026-11.com.example:disk/1)";
@@ -1104,6 +1103,14 @@ LoadResult error_result(std::string message) {
   return r;
 }
 
+// Where the USER[%PASSWORD] of an iscsi:// URI ends (its '@'), or npos.
+// libiscsi's USER%PASSWORD is not percent-encoding, so it is found by hand.
+std::size_t iscsi_userinfo_end(const std::string& uri) {
+  if (uri.rfind("iscsi://", 0) != 0) return std::string::npos;
+  std::size_t at = uri.find('@', 8), slash = uri.find('/', 8);
+  return slash == std::string::npos || at < slash ? at : std::string::npos;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -1114,9 +1121,8 @@ bool is_iscsi(const Path& p) {
 }
 
 std::string redacted_uri(const std::string& uri) {
-  if (uri.rfind("iscsi://", 0) != 0) return uri;
-  std::size_t at = uri.find('@', 8), slash = uri.find('/', 8);
-  if (at == std::string::npos || (slash != std::string::npos && slash < at)) return uri;
+  std::size_t at = iscsi_userinfo_end(uri);
+  if (at == std::string::npos) return uri;
   std::size_t pct = uri.find('%', 8);
   if (pct == std::string::npos || pct > at) return uri;
   return uri.substr(0, pct + 1) + "***" + uri.substr(at);
@@ -1149,11 +1155,8 @@ std::string check_uri(const std::string& uri) {
       return quoted(shown) + " contains a NUL byte: use " + forms;
     // libiscsi's USER%PASSWORD is not percent-encoding: parse with it masked.
     std::string text = uri;
-    if (text.rfind("iscsi://", 0) == 0) {
-      std::size_t at = text.find('@', 8), slash = text.find('/', 8);
-      if (at != std::string::npos && (slash == std::string::npos || at < slash))
-        text.replace(8, at - 8, "user");
-    }
+    if (std::size_t at = iscsi_userinfo_end(uri); at != std::string::npos)
+      text.replace(8, at - 8, "user");
     UriUriA parsed;
     const char* error_pos = nullptr;
     if (uriParseSingleUriA(&parsed, text.c_str(), &error_pos) != URI_SUCCESS) {

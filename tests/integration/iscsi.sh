@@ -97,13 +97,14 @@ tgt_uri() {
 }
 
 tgt_lu() {
-  local name=$1 state=$2 tid
+  local name=$1 state=$2 online
+  local -a a
   mapfile -d '' -t a <"$MP_TMP/$name.args"
-  tid=${a[1]}
   case $state in
-    online) _tgtadm "$name" --op update --mode logicalunit --tid "$tid" --lun 1 --params online=1 ;;
-    offline) _tgtadm "$name" --op update --mode logicalunit --tid "$tid" --lun 1 --params online=0 ;;
+    online) online=1 ;;
+    offline) online=0 ;;
     *) fail "tgt_lu: use online or offline, not '$state'" ;;
   esac
+  _tgtadm "$name" --op update --mode logicalunit --tid "${a[1]}" --lun 1 --params "online=$online"
   mp_log "LUN 1 of tgt '$name' is $state"
 }

@@ -110,6 +110,8 @@ mp_on_cleanup teardown
 
 # ------------------------------------------------------------------ build --
 t0=$SECONDS
+"$MP_SOURCE/scripts/build-nbdkit.sh" --debs-only "$context/container/nbdkit-debs" >"$MP_TMP/nbdkit-debs.log" 2>&1 ||
+  { tail -n 30 "$MP_TMP/nbdkit-debs.log" >&2; fail "the fixed nbdkit's .debs"; }
 podman build -f "$here/Containerfile" --target server -t "$MP_IMAGE" "$context" \
   >"$MP_TMP/build-server.log" 2>&1 || { tail -n 30 "$MP_TMP/build-server.log" >&2; fail "server image build"; }
 podman build -f "$here/Containerfile" --target client -t "$MP_CLIENT_IMAGE" "$context" \

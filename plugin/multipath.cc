@@ -1,6 +1,7 @@
 // nbdkit-multipath-plugin: the nbdkit C ABI. Thin noexcept callbacks that
 // parse keys, hand requests to the engine and turn its result into an errno.
 #define NBDKIT_API_VERSION 2
+#include <dlfcn.h>
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
@@ -51,8 +52,22 @@ void log_line(mp::LogLevel level, const std::string& line) {
     nbdkit_debug("%s", line.c_str());
 }
 
+// nbdkit 1.32.4 to 1.33.9 abort when a client hangs up with requests in
+// flight (connections.c raw_send_socket: Assertion 'sock >= 0'), taking every
+// client's disk down; fixed in 1.33.10. nbdkit_disconnect is new in 1.34, the
+// first stable release with the fix, so its absence marks an nbdkit that
+// cannot be trusted with abrupt clients.
+void check_nbdkit() noexcept {
+  if (dlsym(RTLD_DEFAULT, "nbdkit_disconnect")) return;
+  nbdkit_error(
+      "this nbdkit is older than 1.34 and aborts when a client disconnects with requests in "
+      "flight, taking the disk down for every client: install nbdkit 1.34 or later (on Debian "
+      "bookworm, the fixed build from scripts/build-nbdkit.sh)");
+}
+
 void mp_load() noexcept {
   g = new (std::nothrow) State;
+  check_nbdkit();
 }
 
 void mp_unload() noexcept {
@@ -291,8 +306,12 @@ int mp_can_trim(void*) noexcept {
 int mp_can_zero(void*) noexcept {
   return g->disk.can_zero;
 }
+// Always advertised: nbdkit (1.32 to at least 1.42) asserts when a client
+// sends FAST_ZERO to a plugin that did not advertise it. When the paths cannot
+// zero fast, run() fails such requests at once with ENOTSUP, as the protocol
+// allows; without can_zero nbdkit fails them itself.
 int mp_can_fast_zero(void*) noexcept {
-  return g->disk.can_zero && g->disk.can_fast_zero;
+  return 1;
 }
 int mp_can_fua(void*) noexcept {
   return g->disk.can_fua     ? NBDKIT_FUA_NATIVE
@@ -327,6 +346,10 @@ int run(Op op, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexc
         "front)",
         mp::to_string(op), static_cast<unsigned long long>(offset), count, bs);
     nbdkit_set_error(EINVAL);
+    return -1;
+  }
+  if (op == Op::Zero && (flags & NBDKIT_FLAG_FAST_ZERO) && !g->disk.can_fast_zero) {
+    nbdkit_set_error(ENOTSUP);
     return -1;
   }
   mp::Request r;

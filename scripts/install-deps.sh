@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian bookworm packages nbd-multipath builds and tests with,
-# or, given package names, those instead. Idempotent: only missing packages
-# go to apt.
+# then the fixed nbdkit (scripts/build-nbdkit.sh: bookworm's own aborts when a
+# client hangs up mid-flight); or, given package names, those packages only.
+# Idempotent: only missing packages go to apt, and nbdkit is built once.
 set -euo pipefail
 
 pkgs=("$@")
-((${#pkgs[@]})) || pkgs=(
+all=
+((${#pkgs[@]})) || all=1
+[[ -z $all ]] || pkgs=(
   build-essential cmake pkg-config clang-format
-  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
+  libnbd-dev libnbd-bin
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
   libboost-dev nlohmann-json3-dev libcli11-dev libfmt-dev curl
   python3-libnbd fio procps util-linux
@@ -23,4 +26,7 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [[ -n $all ]]; then
+  "$(dirname "$0")/build-nbdkit.sh"
 fi

@@ -19,6 +19,7 @@ test can poll for "the workload is running" instead of sleeping.
 import argparse
 import hashlib
 import json
+import os
 import random
 import struct
 import sys
@@ -71,6 +72,8 @@ class Worker(threading.Thread):
         deadline = time.monotonic() + self.a.duration
         n = 0
         while time.monotonic() < deadline and (self.a.ops == 0 or n < self.a.ops):
+            if self.a.stop_file and os.path.exists(self.a.stop_file):
+                break
             n += 1
             b = self.rng.choice(self.blocks)
             r = self.rng.random()
@@ -132,6 +135,8 @@ def main():
     p.add_argument("--flush-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--progress", default=None, help="file updated with completed ops")
+    p.add_argument("--stop-file", default=None,
+                   help="stop (and verify) once this file exists")
     a = p.parse_args()
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1 << 31)
@@ -146,7 +151,6 @@ def main():
         if a.progress:
             with open(a.progress + ".tmp", "w") as f:
                 f.write(str(stats["progress"]))
-            import os
             os.replace(a.progress + ".tmp", a.progress)
     out = dict(seed=a.seed)
     for k in ("ops", "writes", "reads", "flushes", "errors", "wrong", "verified"):

@@ -63,8 +63,17 @@ EOF
   local work
   work=$(mktemp -d /var/tmp/nbdkit-build.XXXXXX)
   trap 'rm -rf "$work"' RETURN
-  (cd "$work" && apt-get source -qq --download-only "nbdkit=$upstream" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
-  dpkg-source -x "$work/nbdkit_${upstream}.dsc" "$work/src" >/dev/null
+  (cd "$work" && apt-get source -qq --download-only "nbdkit=$upstream") >"$work/source.log" 2>&1 || {
+    cat "$work/source.log" >&2
+    echo "build-nbdkit.sh: cannot download the source package nbdkit=$upstream (is deb.debian.org reachable?)" >&2
+    exit 1
+  }
+  # apt checked the files against the signed Sources index; dpkg-source
+  # would only warn that it has no key for the .dsc's own signature.
+  dpkg-source -x "$work/nbdkit_${upstream}.dsc" "$work/src" >"$work/extract.log" 2>&1 || {
+    cat "$work/extract.log" >&2
+    exit 1
+  }
   local src=$work/src
   trim "$src"
   (cd "$src" && DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" \

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian bookworm machine: installs what is
 # missing, then builds and tests three variants: default, address (asan +
-# ubsan) and thread (tsan). MP_VARIANTS="default" runs one only.
+# ubsan) and thread (tsan). MP_VARIANTS="default" runs one only. The C++
+# must be clang-formatted, and the default build treats warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+./scripts/check-format.sh
 
 for v in ${MP_VARIANTS:-default address thread}; do
   case $v in
-    default) dir=build sanitize= ;;
-    address | thread) dir=build-$v sanitize=$v ;;
+    default) dir=build sanitize= werror=ON ;;
+    address | thread) dir=build-$v sanitize=$v werror=OFF ;;
     *) echo "test.sh: unknown variant '$v': use default, address or thread" >&2; exit 2 ;;
   esac
   echo "=== $v build ($dir)"
-  cmake -S . -B "$dir" -DMP_SANITIZE="$sanitize" >/dev/null
+  cmake -S . -B "$dir" -DMP_SANITIZE="$sanitize" -DMP_WERROR="$werror" >/dev/null
   cmake --build "$dir" -j"$(nproc)"
   echo "=== $v tests"
   # Integration tests run one at a time: they assert on failover timing.

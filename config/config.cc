@@ -5,7 +5,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <uriparser/Uri.h>
 #include <yaml-cpp/yaml.h>
@@ -1434,12 +1433,8 @@ LoadResult load_file(const std::string& filename) {
   try {
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(filename.c_str(), "rb"), std::fclose);
     if (!f) return error_result(filename + ": cannot read: " + errno_text(errno));
-    // A regular file is measured before it is read; anything else (a pipe,
-    // /dev/zero) is read up to one byte past the limit.
-    struct stat st;
-    if (fstat(fileno(f.get()), &st) == 0 && S_ISREG(st.st_mode) &&
-        static_cast<std::uint64_t>(st.st_size) > kMaxFileBytes)
-      return error_result(too_large(filename));
+    // Read up to a buffer past the limit, whatever the file is (a pipe,
+    // /dev/zero): load_string refuses the text when it is longer.
     std::string text;
     char buf[8192];
     std::size_t n;

@@ -1358,6 +1358,25 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     q.paths.assign(257, "nbd://a");
     CHECK(contains(from_quick_args(q).error, "257 paths given, more than the 256"));
   }
+  SUBCASE("an alias bomb: aliases are shared, never expanded") {
+    // 10^30 leaves if expanded; yaml-cpp shares aliased nodes, and the
+    // loader stops at the first entry that is not a mapping.
+    std::string yaml =
+        "paths:\n  - uri: nbd://a\ngroups:\n  - &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (int i = 1; i < 30; ++i) {
+      std::string a = "*a" + std::to_string(i - 1);
+      yaml += "  - &a" + std::to_string(i) + " [" + a;
+      for (int j = 1; j < 10; ++j) yaml += ", " + a;
+      yaml += "]\n";
+    }
+    auto t0 = clock::now();
+    LoadResult r = load(yaml);
+    REQUIRE_FALSE(r);
+    CHECK(contains(
+        r.error,
+        "t.yaml:4:5: each group must be a mapping with name and priority, not a sequence"));
+    CHECK(seconds_since(t0) < 1.0);
+  }
   SUBCASE("deep nesting is refused by yaml-cpp") {
     LoadResult r = load("paths: " + std::string(100000, '[') + std::string(100000, ']') + "\n");
     REQUIRE_FALSE(r);

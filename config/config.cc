@@ -29,22 +29,88 @@ namespace {
 // ---------------------------------------------------------------------------
 // Text helpers
 
-// Quotes user text for a message: 'text', with control bytes escaped and long
-// text shortened so one bad value cannot flood the log.
+// Code points refused in names and escaped when a message quotes user text:
+// what cannot be seen, or moves text around, in a log line. Unicode 15's
+// categories Cc (controls), Cf (format: soft hyphen, zero-width space and
+// joiners, bidirectional overrides and isolates, BOM, tags), Zs (spaces,
+// among them no-break space), Zl and Zp (line and paragraph separators); also
+// the blank fillers U+034F, U+115F, U+1160, U+17B4, U+17B5, U+3164 and U+FFA0,
+// the variation selectors, and the noncharacters.
+struct CodeRange {
+  char32_t lo, hi;
+};
+constexpr CodeRange kInvisible[] = {
+    {0x0, 0x20},        {0x7F, 0xA0},       {0xAD, 0xAD},       {0x34F, 0x34F},
+    {0x600, 0x605},     {0x61C, 0x61C},     {0x6DD, 0x6DD},     {0x70F, 0x70F},
+    {0x890, 0x891},     {0x8E2, 0x8E2},     {0x115F, 0x1160},   {0x1680, 0x1680},
+    {0x17B4, 0x17B5},   {0x180B, 0x180F},   {0x2000, 0x200F},   {0x2028, 0x202F},
+    {0x205F, 0x206F},   {0x3000, 0x3000},   {0x3164, 0x3164},   {0xFDD0, 0xFDEF},
+    {0xFE00, 0xFE0F},   {0xFEFF, 0xFEFF},   {0xFFA0, 0xFFA0},   {0xFFF9, 0xFFFB},
+    {0x110BD, 0x110BD}, {0x110CD, 0x110CD}, {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3},
+    {0x1D173, 0x1D17A}, {0xE0001, 0xE0001}, {0xE0020, 0xE007F}, {0xE0100, 0xE01EF},
+};
+
+bool invisible(char32_t c) {
+  if ((c & 0xFFFE) == 0xFFFE) return true;  // U+FFFE, U+FFFF, U+1FFFE, ...: noncharacters
+  for (const auto& r : kInvisible)
+    if (c >= r.lo && c <= r.hi) return true;
+  return false;
+}
+
+constexpr char32_t kBadUtf8 = 0xFFFFFFFF;
+
+// Decodes the UTF-8 character at s[i] and moves i past it. Returns kBadUtf8
+// (and moves one byte) for a byte that does not start a well-formed sequence:
+// a stray continuation byte, a truncated sequence, an overlong form, a
+// surrogate, or a value above U+10FFFF.
+char32_t next_char(std::string_view s, std::size_t& i) {
+  auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = b(i);
+  std::size_t len = c < 0x80             ? 1
+                    : (c & 0xE0) == 0xC0 ? 2
+                    : (c & 0xF0) == 0xE0 ? 3
+                    : (c & 0xF8) == 0xF0 ? 4
+                                         : 0;
+  if (len == 0 || s.size() - i < len) return ++i, kBadUtf8;
+  char32_t cp = len == 1 ? c : c & (0x7F >> len);
+  for (std::size_t k = 1; k < len; ++k) {
+    if ((b(i + k) & 0xC0) != 0x80) return ++i, kBadUtf8;
+    cp = (cp << 6) | (b(i + k) & 0x3F);
+  }
+  constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return ++i, kBadUtf8;
+  i += len;
+  return cp;
+}
+
+// Quotes user text for a message: 'text', with invalid UTF-8 bytes (\xff)
+// and invisible characters (\u202e) escaped, and long text shortened so one
+// bad value cannot flood the log. Stops reading after the shown part, so its
+// cost does not grow with the text.
 std::string quoted(std::string_view s) {
-  constexpr std::size_t kMax = 80;
+  constexpr std::size_t kMaxChars = 80;
   std::string out = "'";
-  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+  std::size_t i = 0, chars = 0;
+  while (i < s.size() && chars < kMaxChars) {
+    std::size_t start = i;
+    char32_t c = next_char(s, i);
+    char buf[16];
+    if (c == kBadUtf8) {
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[start]));
+      out += buf;
+    } else if (c != ' ' && invisible(c)) {
+      std::snprintf(buf, sizeof buf,
+                    c > 0xFFFF ? "\\U%08x"
+                    : c > 0xFF ? "\\u%04x"
+                               : "\\x%02x",
+                    static_cast<unsigned>(c));
       out += buf;
     } else {
-      out += static_cast<char>(c);
+      out.append(s.substr(start, i - start));
     }
+    ++chars;
   }
-  if (s.size() > kMax) out += "...";
+  if (i < s.size()) out += "...";
   out += "'";
   return out;
 }
@@ -68,6 +134,19 @@ std::string join_comma(const std::vector<std::string>& items) {
   return out;
 }
 
+// The longest value of any key, in bytes: a URI, a path name (PATH_MAX), an
+// NBD export description (the protocol's 4096-byte limit on strings). Longer
+// values are refused before anything else looks at them.
+constexpr std::size_t kMaxValue = 4096;
+// The longest value a message repeats whole.
+constexpr std::size_t kMaxShown = 80;
+
+std::string check_length(const std::string& what, std::string_view value) {
+  if (value.size() <= kMaxValue) return "";
+  return what + " is " + std::to_string(value.size()) + " bytes long, more than the " +
+         std::to_string(kMaxValue) + " any value may have: shorten it";
+}
+
 // Optimal string alignment distance (Levenshtein plus adjacent transposition),
 // so "wieght" is one edit from "weight".
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -85,11 +164,15 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return d[a.size()][b.size()];
 }
 
-// The candidate closest to `word` if it is within two edits, else "".
+// The candidate closest to `word` if it is within two edits, else "". The
+// distance table is word.size() by c.size(): a word more than two letters
+// longer or shorter than a candidate is never within two edits of it, and is
+// not compared, so a huge value costs nothing here.
 std::string closest(std::string_view word, const std::vector<std::string>& candidates) {
   std::string best;
   std::size_t best_d = 3;
   for (const auto& c : candidates) {
+    if (word.size() > c.size() + 2 || c.size() > word.size() + 2) continue;
     std::size_t d = edit_distance(word, c);
     if (d < best_d) {
       best_d = d;
@@ -145,6 +228,11 @@ DurationError parse_duration_detail(std::string_view text, Duration& out) {
   }
   if (int_part.empty()) return DurationError::Syntax;
   std::string_view unit = text.substr(i);
+  // "-1" is negative before it lacks a unit: adding one would not help.
+  auto nonzero = [](char c) { return c >= '1' && c <= '9'; };
+  if (negative && (std::any_of(int_part.begin(), int_part.end(), nonzero) ||
+                   std::any_of(frac_part.begin(), frac_part.end(), nonzero)))
+    return DurationError::Negative;
   unsigned __int128 unit_ms;
   if (unit == "ms")
     unit_ms = 1;
@@ -161,12 +249,9 @@ DurationError parse_duration_detail(std::string_view text, Duration& out) {
   // change nothing.
   while (int_part.size() > 1 && int_part.front() == '0') int_part.remove_prefix(1);
   while (!frac_part.empty() && frac_part.back() == '0') frac_part.remove_suffix(1);
-  if (negative) {
-    if (int_part == "0" && frac_part.empty()) {
-      out = Duration{0};
-      return DurationError::None;
-    }
-    return DurationError::Negative;
+  if (negative) {  // zero: "-0s" is 0
+    out = Duration{0};
+    return DurationError::None;
   }
   const auto max = static_cast<unsigned __int128>(kMaxDuration.count());
   if (int_part.size() > 15) return DurationError::TooLong;  // > 10^15 ms whatever the unit
@@ -197,10 +282,13 @@ std::string conv_duration(const std::string& what, const std::string& text, Dura
     case DurationError::Syntax:
       return what + " must be " + kDurationExample + ", not " + quoted(text);
     case DurationError::NoUnit:
+      if (text.size() > 20)
+        return what + " " + quoted(text) + " has no unit: units are required, add ms, s or m";
       return what + " " + quoted(text) + " has no unit: units are required, write it as " + text +
              "s or " + text + "ms";
     case DurationError::Negative:
-      return what + " " + quoted(text) + " is negative: use " + kDurationExample;
+      return what + " " + quoted(text) +
+             " is negative: durations must be positive, such as 250ms, 5s or 2m";
     case DurationError::TooLong:
       return what + " " + quoted(text) + " is too long: the longest accepted duration is " +
              format_duration(kMaxDuration) + " (one year)";
@@ -340,16 +428,28 @@ const Choices<NoPathPolicy> kNoPathPolicies = {{"queue", NoPathPolicy::Queue},
 const Choices<EioPolicy> kEioPolicies = {{"failover", EioPolicy::Failover},
                                          {"return", EioPolicy::Return}};
 
-// Names of paths and groups end up in logs and metrics: no blanks, no control bytes.
+// Names of paths and groups end up in logs, metrics and commands typed by
+// operators: 1 to 64 characters (code points, not bytes) of valid UTF-8, none
+// of them blank, control or invisible (see kInvisible). Reads at most 65
+// characters, whatever the length of `name`.
 std::string check_name(const std::string& what, const std::string& name) {
+  constexpr std::size_t kMaxChars = 64;
   if (name.empty()) return what + " is empty: give it a name such as 'a'";
-  if (name.size() > 64)
-    return what + " " + quoted(name) + " is longer than 64 characters: shorten it";
-  for (unsigned char c : name) {
-    if (c <= 0x20 || c == 0x7f)
-      return what + " " + quoted(name) +
-             " contains a blank or control character: use letters, "
-             "digits, '-', '_' or '.'";
+  std::size_t i = 0, chars = 0;
+  while (i < name.size()) {
+    std::size_t at = i;
+    char32_t c = next_char(name, i);
+    if (c == kBadUtf8)
+      return what + " " + quoted(name) + " is not valid UTF-8 (byte " + std::to_string(at + 1) +
+             "): write the file in UTF-8";
+    if (invisible(c)) {
+      char code[16];
+      std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(c));
+      return what + " " + quoted(name) + " contains a blank, control or invisible character (" +
+             code + "): use letters, digits, '-', '_' or '.'";
+    }
+    if (++chars > kMaxChars)
+      return what + " " + quoted(name) + " is longer than 64 characters: shorten it";
   }
   return "";
 }
@@ -402,6 +502,7 @@ bool present(const UriTextRangeA& r) {
 // The query's key=value pairs, percent-decoded by liburiparser.
 bool dissect_query(const std::string& query,
                    std::vector<std::pair<std::string, std::optional<std::string>>>& out) {
+  // (Decoded values are C strings: check_uri refuses a %00 first.)
   UriQueryListA* list = nullptr;
   int count = 0;
   if (uriDissectQueryMallocA(&list, &count, query.data(), query.data() + query.size()) !=
@@ -425,11 +526,61 @@ std::string check_port(const UriView& u, const SchemeRule& rule) {
   return "";
 }
 
+// libnbd (1.14) takes TLS from the scheme alone: nbds schemes require it, the
+// others never use it. It ignores a tls= parameter, and the tls-* parameters
+// do nothing without TLS, so either one on a plain scheme asks for TLS the
+// connection will not have.
+using QueryItems = std::vector<std::pair<std::string, std::optional<std::string>>>;
+std::string check_tls_params(const UriView& u, const SchemeRule& rule, const QueryItems& items) {
+  const std::string scheme = rule.scheme;
+  const bool tls = scheme.starts_with("nbds");
+  const std::string with_tls = tls ? scheme : "nbds" + scheme.substr(3);
+  for (const auto& [key, value] : items) {
+    const std::string param = quoted(value ? key + "=" + *value : key);
+    if (key == "tls")
+      return quoted(*u.text) + " has " + param + ", which libnbd ignores: " +
+             (tls ? scheme + ":// always requires TLS, so drop " + param
+                  : scheme + ":// never uses TLS, so use " + with_tls + ":// for TLS, or drop " +
+                        param);
+    if (!tls && key.starts_with("tls-"))
+      return quoted(*u.text) + " has " + param + ", but " + scheme + ":// does not use TLS: use " +
+             with_tls + ":// for TLS, or drop " + param;
+  }
+  return "";
+}
+
+// Where a URI holds a control character (bytes 0x00 to 0x1F and 0x7F), raw
+// or, when `decode`, percent-encoded: libnbd decodes socket=/a.sock%00x to a
+// C string that ends at the NUL. Returns how it is written ("%00", "\x0a"),
+// or "" when there is none.
+std::string control_in_uri(std::string_view text, bool decode) {
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      return buf;
+    }
+    if (decode && c == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 &&
+        hex(text[i + 2]) >= 0) {
+      int v = hex(text[i + 1]) * 16 + hex(text[i + 2]);
+      if (v < 0x20 || v == 0x7f) return std::string(text.substr(i, 3));
+    }
+  }
+  return "";
+}
+
 std::string check_tcp(const UriView& u, const SchemeRule& rule) {
   if (!u.has_host) return quoted(*u.text) + " has no host: use " + rule.form;
   if (auto err = check_port(u, rule); !err.empty()) return err;
   if (u.has_query) {
-    std::vector<std::pair<std::string, std::optional<std::string>>> items;
+    QueryItems items;
     if (!dissect_query(u.query, items))
       return "the query of " + quoted(*u.text) + " cannot be parsed: use " + rule.form;
     for (const auto& [key, value] : items) {
@@ -438,6 +589,7 @@ std::string check_tcp(const UriView& u, const SchemeRule& rule) {
                ":// connects over TCP: for a Unix socket use " + rule.scheme +
                "+unix:///[EXPORT]?socket=PATH";
     }
+    return check_tls_params(u, rule, items);
   }
   return "";
 }
@@ -447,8 +599,8 @@ std::string check_iscsi(const UriView& u, const SchemeRule& rule) {
   if (!u.has_host) return quoted(*u.text) + " has no host: use " + rule.form;
   if (auto err = check_port(u, rule); !err.empty()) return err;
   if (u.has_query)
-    return quoted(*u.text) + " has a query ('?" + u.query +
-           "'), which iscsi:// URIs do not take: use " + rule.form;
+    return quoted(*u.text) + " has a query (" + quoted("?" + u.query) +
+           "), which iscsi:// URIs do not take: use " + rule.form;
   const auto& segs = u.path;
   if (segs.size() != 2 || segs[0].empty() || segs[1].empty())
     return quoted(*u.text) + " must name a target and a LUN after the host, as in " + rule.form +
@@ -469,7 +621,7 @@ std::string check_unix(const UriView& u, const SchemeRule& rule) {
   if (u.has_host || u.has_port || u.has_userinfo)
     return quoted(*u.text) + " names a host or port, but " + rule.scheme + " URIs take none: use " +
            rule.form;
-  std::vector<std::pair<std::string, std::optional<std::string>>> items;
+  QueryItems items;
   if (u.has_query && !dissect_query(u.query, items))
     return "the query of " + quoted(*u.text) + " cannot be parsed: use " + rule.form;
   std::optional<std::string> socket;
@@ -483,7 +635,7 @@ std::string check_unix(const UriView& u, const SchemeRule& rule) {
   if (socket->empty() || socket->front() != '/')
     return "socket path " + quoted(*socket) + " in " + quoted(*u.text) +
            " is not absolute: use socket=/absolute/path, as in " + rule.form;
-  return "";
+  return check_tls_params(u, rule, items);
 }
 
 constexpr SchemeRule kSchemes[] = {
@@ -686,6 +838,7 @@ class Mapping {
         fail(key,
              "a key in " + where + " is " + describe(key) + ": use one of " + join_comma(names));
       const std::string& k = key.Scalar();
+      if (std::string err = check_length("a key in " + where, k); !err.empty()) fail(key, err);
       if (std::find(names.begin(), names.end(), k) == names.end())
         fail(key, "unknown key " + quoted(k) + " in " + where + suggestion(k, names) +
                       ": use one of " + join_comma(names));
@@ -726,6 +879,7 @@ class Mapping {
 const std::string& scalar(const YAML::Node& v, const std::string& what,
                           const std::string& expected) {
   if (!v.IsScalar()) fail(v, what + " must be " + expected + ", not " + describe(v));
+  if (std::string err = check_length(what, v.Scalar()); !err.empty()) fail(v, err);
   return v.Scalar();
 }
 
@@ -775,11 +929,16 @@ const YAML::Node* read_name(const Mapping& m, const char* key, const std::string
 }
 
 const std::initializer_list<const char*> kTopKeys = {
-    "paths",   "groups",     "selector",     "timeouts", "failover", "no-path",
-    "checker", "durability", "stale-writes", "control",  "metrics",  "identity"};
+    "paths",   "groups",   "selector",          "timeouts",     "failover",
+    "no-path", "checker",  "durability",        "stale-writes", "control",
+    "metrics", "identity", "export-description"};
 const std::initializer_list<const char*> kPathKeys = {
     "name", "uri", "group", "weight", "max-inflight", "throughput", "chap"};
 const std::initializer_list<const char*> kGroupKeys = {"name", "priority"};
+
+// Paths (and so groups) per disk. Names are checked for duplicates pairwise,
+// and each path is probed in turn at start-up.
+constexpr std::size_t kMaxPaths = 256;
 
 struct Declared {
   Group group;
@@ -793,6 +952,10 @@ void load_groups(const Mapping& top, std::vector<Declared>& declared) {
   if (!groups->IsSequence())
     fail(*groups,
          "groups must be a sequence of mappings with name and priority, not " + describe(*groups));
+  // Every group needs a path, so there are never more groups than paths.
+  if (groups->size() > kMaxPaths)
+    fail(*groups, "groups: has " + std::to_string(groups->size()) + " entries, more than the " +
+                      std::to_string(kMaxPaths) + " a disk may have: remove some");
   for (const auto& entry : *groups) {
     if (!entry.IsMap())
       fail(entry, "each group must be a mapping with name and priority, not " + describe(entry));
@@ -850,6 +1013,9 @@ void load_paths(const Mapping& top, std::vector<Declared>& declared, Config& cfg
          "paths: is empty: add at least one path with a uri");
   if (!paths->IsSequence())
     fail(*paths, "paths must be a sequence of mappings, each with a uri, not " + describe(*paths));
+  if (paths->size() > kMaxPaths)
+    fail(*paths, "paths: has " + std::to_string(paths->size()) + " entries, more than the " +
+                     std::to_string(kMaxPaths) + " a disk may have: remove some");
 
   std::vector<YAML::Node> name_nodes;  // where each path's name came from
   bool default_declared = std::any_of(declared.begin(), declared.end(),
@@ -860,7 +1026,8 @@ void load_paths(const Mapping& top, std::vector<Declared>& declared, Config& cfg
     ++index;
     if (entry.IsScalar())
       fail(entry, "each path must be a mapping with a uri, not " + describe(entry) +
-                      ": write '- uri: " + entry.Scalar() + "'");
+                      ": write '- uri: " +
+                      (entry.Scalar().size() <= kMaxShown ? entry.Scalar() : "URI") + "'");
     if (!entry.IsMap())
       fail(entry, "each path must be a mapping with a uri, not " + describe(entry));
     Mapping m(entry, "a path", "a path", kPathKeys);
@@ -1003,6 +1170,16 @@ void load_sections(const Mapping& top, Config& cfg) {
          return "";
        });
 
+  read(top, "export-description", "export-description",
+       "the export description the NBD servers report, as nbdinfo shows it",
+       [&](const std::string& w, const std::string& t) -> std::string {
+         if (t.empty())
+           return w + " is empty: give the description the NBD servers report (nbdinfo shows " +
+                  "it), or remove the key";
+         cfg.export_description = t;
+         return "";
+       });
+
   if (const YAML::Node* n = top.find("durability")) {
     Mapping m(*n, "durability", "durability:", {"shared-cache"});
     read(m, "shared-cache", "durability.shared-cache", "true or false",
@@ -1103,6 +1280,16 @@ LoadResult error_result(std::string message) {
   return r;
 }
 
+// A configuration is a few kilobytes; the limit keeps yaml-cpp's memory (a
+// few times the text) and the time to walk it small, whatever the file holds.
+constexpr std::size_t kMaxFileBytes = 256 << 10;
+
+std::string too_large(const std::string& name) {
+  return name +
+         ": the file is larger than 256 KiB, the most a configuration may be: check that it " +
+         "is the right file (a configuration is a few kilobytes)";
+}
+
 // Where the USER[%PASSWORD] of an iscsi:// URI ends (its '@'), or npos.
 // libiscsi's USER%PASSWORD is not percent-encoding, so it is found by hand.
 std::size_t iscsi_userinfo_end(const std::string& uri) {
@@ -1151,12 +1338,20 @@ std::string check_uri(const std::string& uri) {
     const std::string forms = uri_forms();
     const std::string shown = redacted_uri(uri);  // messages never carry a password
     if (uri.empty()) return "the URI is empty: use " + forms;
+    if (std::string err = check_length("the URI", uri); !err.empty()) return err;
     if (uri.find('\0') != std::string::npos)
       return quoted(shown) + " contains a NUL byte: use " + forms;
     // libiscsi's USER%PASSWORD is not percent-encoding: parse with it masked.
     std::string text = uri;
     if (std::size_t at = iscsi_userinfo_end(uri); at != std::string::npos)
       text.replace(8, at - 8, "user");
+    // Raw anywhere (the password too); percent-encoded outside libiscsi's
+    // USER%PASSWORD.
+    std::string control = control_in_uri(uri, false);
+    if (control.empty()) control = control_in_uri(text, true);
+    if (!control.empty())
+      return quoted(shown) + " contains a control character (" + control +
+             "): remove it, since no host, export, socket path or parameter holds one";
     UriUriA parsed;
     const char* error_pos = nullptr;
     if (uriParseSingleUriA(&parsed, text.c_str(), &error_pos) != URI_SUCCESS) {
@@ -1187,8 +1382,8 @@ std::string check_uri(const std::string& uri) {
     for (const auto& rule : kSchemes) {
       if (u.scheme != rule.scheme) continue;
       if (u.has_fragment)
-        return quoted(shown) + " has a fragment ('#" + range(parsed.fragment) +
-               "'): remove it, as in " + rule.form;
+        return quoted(shown) + " has a fragment (" + quoted("#" + range(parsed.fragment)) +
+               "): remove it, as in " + rule.form;
       return rule.check(u, rule);
     }
     return "unsupported scheme " + quoted(u.scheme) + " in " + quoted(shown) + ": use " + forms;
@@ -1198,6 +1393,7 @@ std::string check_uri(const std::string& uri) {
 }
 
 LoadResult load_string(const std::string& text, const std::string& name) {
+  if (text.size() > kMaxFileBytes) return error_result(too_large(name));
   try {
     std::vector<YAML::Node> docs = YAML::LoadAll(text);
     if (docs.size() > 1)
@@ -1224,6 +1420,10 @@ LoadResult load_string(const std::string& text, const std::string& name) {
   }
 }
 
+std::string quote(std::string_view text) {
+  return quoted(text);
+}
+
 const char* errno_text(int err) {
   const char* d = strerrordesc_np(err);
   return d ? d : "unknown error";
@@ -1233,10 +1433,13 @@ LoadResult load_file(const std::string& filename) {
   try {
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(filename.c_str(), "rb"), std::fclose);
     if (!f) return error_result(filename + ": cannot read: " + errno_text(errno));
+    // Read up to a buffer past the limit, whatever the file is (a pipe,
+    // /dev/zero): load_string refuses the text when it is longer.
     std::string text;
     char buf[8192];
     std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) text.append(buf, n);
+    while (text.size() <= kMaxFileBytes && (n = std::fread(buf, 1, sizeof buf, f.get())) > 0)
+      text.append(buf, n);
     if (std::ferror(f.get())) return error_result(filename + ": cannot read: " + errno_text(errno));
     return load_string(text, filename);
   } catch (const std::exception& e) {
@@ -1272,6 +1475,7 @@ LoadResult from_quick_args(const QuickArgs& args) {
       if (std::find(seen.begin(), seen.end(), key) != seen.end())
         return error_result(prefix + key + "= is given twice: give it once");
       seen.push_back(key);
+      if (err = check_length(key + "=", value); !err.empty()) return error_result(prefix + err);
       if (key == "selector")
         err = conv_enum(key, value, kSelectors, cfg.selector.kind);
       else if (key == "timeout")
@@ -1288,6 +1492,9 @@ LoadResult from_quick_args(const QuickArgs& args) {
         err = conv_bool(key, value, cfg.durability.shared_cache);
       if (!err.empty()) return error_result(prefix + err);
     }
+    if (uris.size() > kMaxPaths)
+      return error_result(prefix + std::to_string(uris.size()) + " paths given, more than the " +
+                          std::to_string(kMaxPaths) + " a disk may have: give fewer");
     if (uris.empty())
       return error_result(prefix +
                           "no paths given: add at least one path=URI, such as "

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mp::config {
@@ -114,6 +115,10 @@ struct Config {
   // The iSCSI LU identifier every iSCSI path must reach ("naa.6000..."); empty:
   // the first path that answers sets it.
   std::string identity;
+  // The export description (NBD_INFO_DESCRIPTION) every NBD path must report;
+  // empty: all NBD paths must report the same as the first that answers
+  // (which may be none).
+  std::string export_description;
   std::string source;  // file name, or "command line"
 };
 
@@ -146,6 +151,11 @@ std::string check_uri(const std::string& uri);
 std::optional<Duration> parse_duration(const std::string& text);
 
 const char* to_string(SelectorKind k);
+
+// Quotes text from a file, a command line or a server for a message: 'text',
+// with invalid UTF-8 and invisible characters escaped (\xff, \u202e), and
+// cut after 80 characters ("...").
+std::string quote(std::string_view text);
 
 // The English text of an errno value. Unlike strerror it takes no locale
 // lock (glibc's strerror goes through gettext, which deadlocked nbdkit's exit

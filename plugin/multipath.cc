@@ -126,10 +126,21 @@ int mp_config_complete() noexcept try {
 int mp_get_ready() noexcept try {
   const auto& cfg = g->cfg;
   bool any = false;
-  std::string first_name, identity_from, export_from;
+  std::string first_name, identity_from, export_from, description_from;
   mp::PathCaps& d = g->disk;
   d.identity = cfg.identity;
   if (!d.identity.empty()) identity_from = "the config's identity:";
+  // The NBD export description: the config's, else the first NBD path's
+  // (which may be none). Set once description_from (the phrase that says
+  // where it came from) is.
+  auto description = [](bool has, const std::string& text) {
+    return has ? "export description " + mp::config::quote(text)
+               : std::string("no export description");
+  };
+  d.has_description = !cfg.export_description.empty();
+  d.description = cfg.export_description;
+  if (d.has_description)
+    description_from = "the config's export-description: is " + mp::config::quote(d.description);
   for (const auto& p : cfg.paths) {
     mp::PathCaps k;
     std::string err;
@@ -164,13 +175,29 @@ int mp_get_ready() noexcept try {
             p.name.c_str(), k.export_name.c_str(), export_from.c_str(), d.export_name.c_str());
         return -1;
       }
+      if (description_from.empty()) {
+        description_from =
+            "path " + p.name + " has " + description(k.has_description, k.description);
+        d.has_description = k.has_description;
+        d.description = k.description;
+      } else if (k.has_description != d.has_description || k.description != d.description) {
+        nbdkit_error(
+            "path %s has %s but %s: every NBD path must serve the same disk (check the URIs and "
+            "the servers, or the export-description: in the config)",
+            p.name.c_str(), description(k.has_description, k.description).c_str(),
+            description_from.c_str());
+        return -1;
+      }
     }
     if (!any) {
       // The first path's caps, with the identity merged above (maybe the
       // config's); its export name, if any, is already the disk's.
-      std::string id = std::move(d.identity);
+      std::string id = std::move(d.identity), desc = std::move(d.description);
+      bool has_desc = d.has_description;
       d = k;
       d.identity = std::move(id);
+      d.description = std::move(desc);
+      d.has_description = has_desc;
       first_name = p.name;
       any = true;
       continue;

@@ -362,6 +362,11 @@ void Engine::connect_path(PathSlot& s) {
   s.path->connect();
 }
 
+// An NBD export description for messages: 'text' or none.
+static std::string description_of(const PathCaps& c) {
+  return c.has_description ? config::quote(c.description) : std::string("none");
+}
+
 void Engine::path_connected(Path& path, const PathCaps& caps) {
   PathSlot* s = slot_of(path);
   if (!s || s->state != PathState::Connecting) return;
@@ -386,6 +391,10 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
   else if (caps.has_export_name && disk_.has_export_name && caps.export_name != disk_.export_name)
     refused = "its export name '" + caps.export_name + "' differs from the disk's '" +
               disk_.export_name + "'";
+  else if (caps.has_export_name && (disk_.has_export_name || disk_.has_description) &&
+           (caps.has_description != disk_.has_description || caps.description != disk_.description))
+    refused = "its export description " + description_of(caps) + " differs from the disk's " +
+              description_of(disk_) + ": it may serve another disk";
   if (!refused.empty()) {
     if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
     s->refusal = refused;
@@ -399,6 +408,8 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
   if (caps.has_export_name && !disk_.has_export_name) {
     disk_.has_export_name = true;
     disk_.export_name = caps.export_name;
+    disk_.has_description = caps.has_description;  // the pinned one, if any (checked above)
+    disk_.description = caps.description;
   }
   set_state(*s, PathState::Probing, "connected");
   probe(*s);

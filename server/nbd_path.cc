@@ -59,6 +59,12 @@ PathCaps read_caps(nbd_handle* h) {
     k.has_export_name = true;
     free(name);
   }
+  // Sent only when asked for: nbd_set_full_info before connecting.
+  if (char* desc = nbd_get_export_description(h)) {
+    k.description = desc;
+    k.has_description = true;
+    free(desc);
+  }
   return k;
 }
 
@@ -264,6 +270,7 @@ void NbdPath::connect() {
     err = "cannot create a libnbd handle: " + last_error();
   } else {
     nbd_set_pread_initialize(c->h, false);
+    nbd_set_full_info(c->h, true);  // the export description, checked on every connection
     if (nbd_aio_connect_uri(c->h, cfg_.uri.c_str()) == -1) err = "connect failed: " + last_error();
   }
   if (!err.empty()) {
@@ -343,6 +350,7 @@ bool nbd_probe_caps(const std::string& uri, std::chrono::milliseconds timeout, P
     return false;
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  nbd_set_full_info(h, true);
   bool ok = nbd_aio_connect_uri(h, uri.c_str()) != -1;
   while (ok && nbd_aio_is_connecting(h)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

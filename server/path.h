@@ -74,6 +74,10 @@ struct PathCaps {
   std::string identity;
   std::string export_name;
   bool has_export_name = false;  // an NBD path
+  // NBD: the export description (NBD_INFO_DESCRIPTION) when the server sent
+  // one. All NBD paths must agree on it, including on having none.
+  std::string description;
+  bool has_description = false;
 };
 
 // The parts of a command a path split into several: the worst result wins

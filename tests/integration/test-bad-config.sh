@@ -41,6 +41,41 @@ expect_refused "$Y/syntax.yaml:[0-9]+:[0-9]+: " config="$(yaml syntax $'paths:\n
 expect_refused "/nonexistent/disk.yaml: cannot read: No such file or directory" \
   config=/nonexistent/disk.yaml
 
+# Huge values: refused at once and in little memory (a 10 MB selector: once
+# 6.6 s and 1.4 GB; 100 MB: 12 GB), under a 512 MiB address-space limit
+# (not under a sanitizer, whose shadow memory needs terabytes of it).
+huge() {  # huge NAME PREFIX: PREFIX, then a 100 MiB value of x
+  { printf '%s' "$2"; head -c 100M /dev/zero | tr '\0' x; echo; } >"$MP_TMP/$1.yaml"
+  echo "$MP_TMP/$1.yaml"
+}
+limited() {
+  if [[ -z ${MP_SANITIZE:-} ]]; then prlimit --as=$((512 << 20)) -- "$@"; else "$@"; fi
+}
+for key in selector failover; do
+  case $key in
+    selector) f=$(huge sel $'paths:\n  - uri: nbd://x\nselector: ') ;;
+    failover) f=$(huge eio $'paths:\n  - uri: nbd://x\nfailover:\n  eio: ') ;;
+  esac
+  st=0
+  limited timeout 10 ${MP_PRELOAD:+env LD_PRELOAD=$MP_PRELOAD} \
+    nbdkit -f -U "$MP_TMP/refused.sock" "$MP_PLUGIN" config="$f" >"$MP_TMP/huge.log" 2>&1 || st=$?
+  ((st != 0 && st != 124)) || { cat "$MP_TMP/huge.log" >&2; fail "huge $key value: status $st"; }
+  assert_contains "$MP_TMP/huge.log" "error: $f: the file is larger than 256 KiB, the most a configuration may be"
+  (($(grep -c . "$MP_TMP/huge.log") == 1)) || fail "huge $key value: more than one line of output"
+  rm -f "$f"
+  mp_log "huge $key value refused: $(cut -c1-120 "$MP_TMP/huge.log")"
+done
+# Just under the file limit, one value over the value limit.
+printf -v v '%*s' 200000 ''
+expect_refused "$Y/long.yaml:3:11: selector is 200000 bytes long, more than the 4096 any value may have" \
+  config="$(yaml long $'paths:\n  - uri: nbd://x\nselector: '"${v// /x}")"
+expect_refused "command line: timeout '-1' is negative: durations must be positive" nbd://x timeout=-1
+expect_refused "command line: .*contains a control character \(%00\)" 'nbd+unix:///?socket=/a.sock%00x'
+expect_refused "command line: .*'tls=require', which libnbd ignores: nbd\+unix:// never uses TLS, so use nbds\+unix://" \
+  'nbd+unix:///?socket=/a.sock&tls=require'
+expect_refused "$Y/rlo.yaml:2:26: path name 'a.u202eb' contains a blank, control or invisible character \(U\+202E\)" \
+  config="$(yaml rlo $'paths:\n  - {uri: nbd://x, name: "a\u202eb"}')"
+
 # The quick form.
 expect_refused "command line: unknown parameter 'foo'" nbd://x foo=1
 expect_refused "command line: .*scheme 'http'" http://x

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -1164,4 +1165,276 @@ TEST_CASE("every file in config/examples loads") {
   CHECK(fb.config->failover.failback == Failback::Delayed);
   CHECK(fb.config->no_path.policy == NoPathPolicy::Queue);
   CHECK(fb.config->groups.size() == 2);
+}
+
+TEST_CASE("names: counted in characters, blank, control and invisible characters refused") {
+  auto path_named = [](const std::string& name) {
+    return "paths:\n  - uri: nbd://a\n    name: \"" + name + "\"\n";
+  };
+  auto repeat = [](const std::string& s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  const std::string e_acute = "\xc3\xa9";  // é: 2 bytes, 1 character
+  SUBCASE("33 and 64 two-byte characters are accepted, 65 are not") {
+    for (int n : {33, 64}) {
+      LoadResult r = load(path_named(repeat(e_acute, n)));
+      INFO(n << ": " << r.error);
+      REQUIRE(r);
+      CHECK(r.config->paths[0].name == repeat(e_acute, n));
+    }
+    expect_error(path_named(repeat(e_acute, 65)), "t.yaml:3:11: ", "is longer than 64 characters");
+    expect_error(path_named(repeat("a", 65)), "t.yaml:3:11: ", "is longer than 64 characters");
+    CHECK(load(path_named("\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x92\xbe")));  // CJK and an emoji
+  }
+  SUBCASE("invisible and blank characters") {
+    struct Case {
+      const char* text;
+      const char* code;
+    };
+    for (const Case& c : {
+             Case{"a\xe2\x80\xae"
+                  "b",
+                  "U+202E"},  // right-to-left override
+             Case{"a\xe2\x80\x8b"
+                  "b",
+                  "U+200B"},  // zero-width space
+             Case{"a\xc2\xa0"
+                  "b",
+                  "U+00A0"},  // no-break space
+             Case{"a\xe2\x80\xa8"
+                  "b",
+                  "U+2028"},  // line separator
+             Case{"a\xe2\x80\xa9"
+                  "b",
+                  "U+2029"},  // paragraph separator
+             Case{"a\xef\xbb\xbf"
+                  "b",
+                  "U+FEFF"},  // BOM / zero-width no-break space
+             Case{"a\xe2\x81\xa6"
+                  "b",
+                  "U+2066"},  // left-to-right isolate
+             Case{"a\xc2\xad"
+                  "b",
+                  "U+00AD"},  // soft hyphen
+             Case{"a\xc2\x85"
+                  "b",
+                  "U+0085"},  // C1 control (NEL)
+             Case{"a\xe3\x80\x80"
+                  "b",
+                  "U+3000"},  // ideographic space
+             Case{"a\xe3\x85\xa4"
+                  "b",
+                  "U+3164"},  // Hangul filler
+             Case{"a\xf3\xa0\x81\x81"
+                  "b",
+                  "U+E0041"},  // tag latin capital A
+             Case{"a\\tb", "U+0009"},
+             Case{"a\\x7fb", "U+007F"},
+             Case{"a b", "U+0020"},
+         }) {
+      INFO(c.code);
+      LoadResult r = load(path_named(c.text));
+      REQUIRE_FALSE(r);
+      CHECK(contains(r.error, "contains a blank, control or invisible character"));
+      CHECK(contains(r.error, c.code));
+      // The message shows the character escaped, never the character itself.
+      if (static_cast<unsigned char>(c.text[1]) >= 0x80)
+        CHECK(r.error.find(c.text) == std::string::npos);
+    }
+    LoadResult r =
+        load("groups:\n  - name: \"g\xe2\x80\x8b\"\npaths:\n  - {uri: nbd://a, group: g}\n");
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "group name 'g\\u200b' contains a blank, control or invisible"));
+  }
+  SUBCASE("invalid UTF-8") {
+    // Quoted with \x escapes so that yaml-cpp passes the bytes through.
+    for (const char* bad : {"a\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\xe2\x80"}) {
+      LoadResult r = load("paths:\n  - uri: nbd://a\n    name: '" + std::string(bad) + "'\n");
+      INFO(r.error);
+      REQUIRE_FALSE(r);
+      // yaml-cpp may refuse some of these itself; either way one sentence, no raw bytes.
+      CHECK(r.error.find('\n') == std::string::npos);
+      CHECK(r.error.find(bad) == std::string::npos);
+    }
+    LoadResult r = load("paths:\n  - uri: nbd://a\n    name: 'ab\xff'\n");
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "path name 'ab\\xff' is not valid UTF-8 (byte 3)"));
+  }
+  SUBCASE("quote() escapes and shortens") {
+    CHECK(quote("ok") == "'ok'");
+    CHECK(quote("a\tb") == "'a\\x09b'");
+    CHECK(quote("\xe2\x80\xae"
+                "abc") == "'\\u202eabc'");
+    CHECK(quote("\xff") == "'\\xff'");
+    CHECK(quote(e_acute) == "'" + e_acute + "'");
+    CHECK(quote(repeat(e_acute, 100)) == "'" + repeat(e_acute, 80) + "...'");
+  }
+}
+
+TEST_CASE("huge values and files are refused in bounded time and memory") {
+  using clock = std::chrono::steady_clock;
+  const std::string big(10 << 20, 'x');  // 10 MiB
+  auto seconds_since = [](clock::time_point t0) {
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  SUBCASE("a value longer than 4096 bytes, for every kind of key") {
+    const std::string v(5000, 'x');
+    for (const std::string& yaml : {
+             "paths:\n  - uri: nbd://a\nselector: " + v + "\n",
+             "paths:\n  - uri: nbd://a\nfailover:\n  eio: " + v + "\n",
+             "paths:\n  - uri: nbd://a\n    weight: " + v + "\n",
+             "paths:\n  - uri: nbd://a\n    name: " + v + "\n",
+             "paths:\n  - uri: nbd://" + v + "\n",
+             "paths:\n  - uri: nbd://a\nexport-description: " + v + "\n",
+             "paths:\n  - uri: nbd://a\n? " + v + "\n: 1\n",
+         }) {
+      LoadResult r = load(yaml);
+      INFO(r.error);
+      REQUIRE_FALSE(r);
+      CHECK(contains(r.error, " bytes long, more than the 4096 any value may have: shorten it"));
+      CHECK(r.error.size() < 300);
+    }
+    // At the limit, the usual message, without a suggestion.
+    LoadResult r = load("paths:\n  - uri: nbd://a\nselector: " + std::string(4096, 'x') + "\n");
+    REQUIRE_FALSE(r);
+    CHECK(
+        contains(r.error, "selector must be round-robin, queue-length or service-time, not 'xxx"));
+    CHECK(!contains(r.error, "did you mean"));
+  }
+  SUBCASE("text larger than 256 KiB") {
+    auto t0 = clock::now();
+    LoadResult r = load("paths:\n  - uri: nbd://a\nselector: " + big + "\n");
+    REQUIRE_FALSE(r);
+    CHECK(r.error ==
+          "t.yaml: the file is larger than 256 KiB, the most a configuration may be: check that it "
+          "is the right file (a configuration is a few kilobytes)");
+    CHECK(seconds_since(t0) < 1.0);
+  }
+  SUBCASE("a file larger than 256 KiB, and one that never ends") {
+    char name[] = "/tmp/mp-config-test-XXXXXX";
+    int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    const std::string text = "paths:\n  - uri: nbd://a\nfailover:\n  eio: " + big + "\n";
+    REQUIRE(write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    close(fd);
+    LoadResult r = load_file(name);
+    std::remove(name);
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, std::string(name) + ": the file is larger than 256 KiB"));
+    auto t0 = clock::now();
+    LoadResult z = load_file("/dev/zero");
+    REQUIRE_FALSE(z);
+    CHECK(contains(z.error, "/dev/zero: the file is larger than 256 KiB"));
+    CHECK(seconds_since(t0) < 1.0);
+  }
+  SUBCASE("the quick form: a huge value, a huge unknown key") {
+    auto t0 = clock::now();
+    LoadResult r = from_quick_args({{"nbd://a"}, {{"selector", big}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error ==
+          "command line: selector= is 10485760 bytes long, more than the 4096 any "
+          "value may have: shorten it");
+    // The "did you mean" search skips words far longer than every key: an
+    // edit distance over 10 MiB would take seconds and gigabytes.
+    LoadResult k = from_quick_args({{"nbd://a"}, {{big, "1"}}});
+    REQUIRE_FALSE(k);
+    CHECK(contains(k.error, "command line: unknown parameter 'xxxx"));
+    CHECK(!contains(k.error, "did you mean"));
+    CHECK(k.error.size() < 400);
+    CHECK(seconds_since(t0) < 1.0);
+    LoadResult u = from_quick_args({{"nbd://" + big}, {}});
+    REQUIRE_FALSE(u);
+    CHECK(contains(u.error, "the URI is 10485766 bytes long"));
+  }
+  SUBCASE("more than 256 paths") {
+    std::string yaml = "paths:\n  - &p {uri: nbd://a}\n";
+    for (int i = 0; i < 256; ++i) yaml += "  - *p\n";
+    LoadResult r = load(yaml);
+    REQUIRE_FALSE(r);
+    CHECK(contains(r.error, "paths: has 257 entries, more than the 256 a disk may have"));
+    QuickArgs q;
+    q.paths.assign(257, "nbd://a");
+    CHECK(contains(from_quick_args(q).error, "257 paths given, more than the 256"));
+  }
+  SUBCASE("an alias bomb: aliases are shared, never expanded") {
+    // 10^30 leaves if expanded; yaml-cpp shares aliased nodes, and the
+    // loader stops at the first entry that is not a mapping.
+    std::string yaml =
+        "paths:\n  - uri: nbd://a\ngroups:\n  - &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (int i = 1; i < 30; ++i) {
+      std::string a = "*a" + std::to_string(i - 1);
+      yaml += "  - &a" + std::to_string(i) + " [" + a;
+      for (int j = 1; j < 10; ++j) yaml += ", " + a;
+      yaml += "]\n";
+    }
+    auto t0 = clock::now();
+    LoadResult r = load(yaml);
+    REQUIRE_FALSE(r);
+    CHECK(contains(
+        r.error,
+        "t.yaml:4:5: each group must be a mapping with name and priority, not a sequence"));
+    CHECK(seconds_since(t0) < 1.0);
+  }
+  SUBCASE("deep nesting is refused by yaml-cpp") {
+    LoadResult r = load("paths: " + std::string(100000, '[') + std::string(100000, ']') + "\n");
+    REQUIRE_FALSE(r);
+    CHECK(r.error.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("negative durations, control characters and tls= in URIs, export-description") {
+  SUBCASE("a negative duration without a unit is negative") {
+    for (const char* v : {"-1", "-1s", "-0.5", "-2ms"}) {
+      LoadResult r = from_quick_args({{"nbd://a"}, {{"timeout", v}}});
+      INFO(r.error);
+      REQUIRE_FALSE(r);
+      CHECK(contains(r.error, "is negative: durations must be positive, such as 250ms, 5s or 2m"));
+      CHECK(!contains(r.error, "-1s or"));
+    }
+    CHECK(parse_duration("-0s") == 0ms);
+  }
+  SUBCASE("control characters, raw or percent-encoded") {
+    for (const char* uri : {
+             "nbd+unix:///?socket=/run/a.sock%00junk",
+             "nbd+unix:///?socket=/run/a.sock%0a",
+             "nbd+unix:///exp%1Fort?socket=/run/a.sock",
+             "nbd://host/a%7fb",
+             "nbds://host/x?tls-certificates=/etc/%09pki",
+             "iscsi://192.0.2.1/iqn.2026-11.com.example:d%00isk/1",
+         }) {
+      INFO(std::string(uri) << ": " << check_uri(uri));
+      CHECK(contains(check_uri(uri), "contains a control character (%"));
+    }
+    CHECK(contains(check_uri(std::string("nbd://host/a\x01"
+                                         "b")),
+                   "contains a control character"));
+    // libiscsi's USER%PASSWORD is not percent-encoding.
+    CHECK(check_uri("iscsi://u%00pw@192.0.2.1/iqn.2026-11.com.example:disk/1") == "");
+    CHECK(check_uri("nbd+unix:///a%20b?socket=/run/a%2Bb.sock") == "");
+  }
+  SUBCASE("tls= and tls-* parameters") {
+    CHECK(check_uri("nbd+unix:///?socket=/run/a.sock&tls=require") ==
+          "'nbd+unix:///?socket=/run/a.sock&tls=require' has 'tls=require', which libnbd ignores: "
+          "nbd+unix:// never uses TLS, so use nbds+unix:// for TLS, or drop 'tls=require'");
+    CHECK(contains(check_uri("nbd://host/x?tls=on"), "so use nbds:// for TLS, or drop 'tls=on'"));
+    CHECK(contains(check_uri("nbds+unix:///?socket=/run/a.sock&tls=off"),
+                   "which libnbd ignores: nbds+unix:// always requires TLS, so drop 'tls=off'"));
+    CHECK(contains(check_uri("nbd+unix:///?socket=/run/a.sock&tls-certificates=/etc/pki"),
+                   "has 'tls-certificates=/etc/pki', but nbd+unix:// does not use TLS: use "
+                   "nbds+unix:// for TLS"));
+    CHECK(check_uri("nbds+unix:///?socket=/run/a.sock&tls-certificates=/etc/pki") == "");
+  }
+  SUBCASE("export-description") {
+    LoadResult r = load("export-description: disk-7 (backup)\npaths:\n  - uri: nbd://a\n");
+    INFO(r.error);
+    REQUIRE(r);
+    CHECK(r.config->export_description == "disk-7 (backup)");
+    CHECK(load("paths:\n  - uri: nbd://a\n").config->export_description.empty());
+    expect_error("export-description: \"\"\npaths:\n  - uri: nbd://a\n",
+                 "t.yaml:1:21: ", "export-description is empty");
+    expect_error("export-description: [a]\npaths:\n  - uri: nbd://a\n",
+                 "t.yaml:1:21: ", "export-description must be the export description");
+  }
 }

@@ -351,6 +351,58 @@ TEST_CASE("engine: a path whose size differs from the disk is refused") {
         1);
 }
 
+TEST_CASE("engine: an NBD path that reconnects with another export description is refused") {
+  PathCaps disk = default_caps();
+  disk.has_export_name = true;
+  disk.has_description = true;
+  disk.description = "disk-1";
+  Harness h(make_config(), Engine::Options{}, disk);
+  h.bring_up_all();
+  // A's server is replaced by another disk of the same size.
+  h.down("A");
+  REQUIRE(h.until_connect("A", 10s));
+  PathCaps other = h.caps;
+  other.description = "disk-2";
+  h.connected("A", other);
+  CHECK(h.state("A") == PathState::Failed);
+  CHECK(!h.probe_of("A"));  // not probed
+  INFO(h.rt.dump_logs());
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A", "'disk-2'", "'disk-1'"}) == 1);
+  // One that reports none, where the disk has one, is refused too.
+  REQUIRE(h.until_connect("A", 10s));
+  PathCaps none = h.caps;
+  none.has_description = false;
+  none.description.clear();
+  h.connected("A", none);
+  CHECK(h.state("A") == PathState::Failed);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A", "description none", "'disk-1'"}) == 1);
+  CHECK(read_path(h) == "B");
+  // The right disk again: reinstated.
+  REQUIRE(h.until_connect("A", 10s));
+  h.bring_up("A");
+  CHECK(h.state("A") == PathState::Active);
+}
+
+TEST_CASE("engine: without a description at start-up, the first NBD path to connect names it") {
+  Harness h(make_config({"A", "B", "C"}));  // no NBD path answered at start-up, none pinned
+  PathCaps a = h.caps;
+  a.has_export_name = true;
+  a.has_description = true;
+  a.description = "disk-1";
+  h.connected("A", a);
+  h.p("A").serve(*h.probe_of("A"));
+  CHECK(h.state("A") == PathState::Active);
+  PathCaps b = a;
+  b.description = "disk-2";
+  h.connected("B", b);
+  CHECK(h.state("B") == PathState::Failed);
+  REQUIRE(h.until_connect("B", 10s));
+  h.connected("B", a);  // the same description: accepted
+  CHECK(h.state("B") == PathState::Probing);
+  h.connected("C", h.caps);  // not an NBD path: no description to compare
+  CHECK(h.state("C") == PathState::Probing);
+}
+
 TEST_CASE("engine: a refused path asks for a wake-up for its reconnect") {
   Harness h(make_config({"A"}));
   const auto refused_at = h.rt.t;

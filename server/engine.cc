@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -32,26 +33,6 @@ const char* to_string(Op op) {
       return "zero";
     case Op::Cache:
       return "cache";
-  }
-  return "?";
-}
-
-const char* to_string(PathState s) {
-  switch (s) {
-    case PathState::Connecting:
-      return "connecting";
-    case PathState::Probing:
-      return "probing";
-    case PathState::Held:
-      return "held";
-    case PathState::Active:
-      return "active";
-    case PathState::Draining:
-      return "draining";
-    case PathState::Failed:
-      return "failed";
-    case PathState::Removed:
-      return "removed";
   }
   return "?";
 }
@@ -222,8 +203,9 @@ PathSlot& Engine::add_slot(const config::Path& pc) {
   for (std::size_t i = 0; i < groups_.size(); i++)
     if (groups_[i].name == pc.group) s->group = i;
   s->path = factory_(pc, *this);
+  // Registered in its state's usability (a new slot is Connecting: not usable).
   groups_[s->group].selector->add_path(s->id, {pc.weight, pc.max_inflight, pc.throughput});
-  groups_[s->group].selector->fail_path(s->id);
+  if (!serves_io(s->state)) groups_[s->group].selector->fail_path(s->id);
   slots_.push_back(std::move(s));
   return *slots_.back();
 }
@@ -253,7 +235,7 @@ void Engine::rebuild_groups() {
       if (groups_[i].name == s->cfg.group) s->group = i;
     Selector& sel = *groups_[s->group].selector;
     sel.add_path(s->id, {s->cfg.weight, s->cfg.max_inflight, s->cfg.throughput});
-    if (s->state != PathState::Active) sel.fail_path(s->id);
+    if (!serves_io(s->state)) sel.fail_path(s->id);  // registered in its state's usability
     for (Attempt* a = s->inflight; a; a = a->next) sel.start_io(s->id, a->cmd.count);
   }
   timers_.cancel(failback_timer_);
@@ -312,21 +294,40 @@ void Engine::update_wake() {
 
 // ---- Path lifecycle ----
 
-void Engine::set_state(PathSlot& s, PathState to, const std::string& reason) {
+// The one place a path's state changes. The change must be a row of the
+// table (path_state.cc); the row decides the log level and the counter. The
+// selector's usable set follows the state (serves_io), so a usable-set change
+// happens here and nowhere else.
+bool Engine::transition(PathSlot& s, PathState to, const std::string& reason) {
   PathState from = s.state;
-  if (from == to) {
+  if (from == to) {  // not a change: a new reason for the same state
     s.reason = reason;
-    return;
+    return true;
+  }
+  const PathTransition* row = find_transition(from, to);
+  if (!row) {
+    log(LogLevel::Error, "path " + s.cfg.name + ": refused state change " + to_string(from) +
+                             " -> " + to_string(to) +
+                             " (not in the transition table, a bug): " + reason);
+    assert(!"path state change not in the transition table");
+    return false;
   }
   s.state = to;
   s.reason = reason;
   s.since = rt_.now();
-  // What an operator must see: a path leaving or entering service.
-  bool loud = to == PathState::Active || (to == PathState::Failed && from != PathState::Failed &&
-                                          from != PathState::Connecting);
-  log(loud ? LogLevel::Error : LogLevel::Debug,
+  Selector& sel = *group_of(s).selector;
+  if (to == PathState::Removed)
+    sel.remove_path(s.id);
+  else if (serves_io(from) && !serves_io(to))
+    sel.fail_path(s.id);
+  else if (!serves_io(from) && serves_io(to))
+    sel.reinstate_path(s.id);
+  if (row->counter == PathCounter::Failures) s.stats.failures++;
+  if (row->counter == PathCounter::Reinstatements) s.stats.reinstatements++;
+  log(row->loud ? LogLevel::Error : LogLevel::Debug,
       "path " + s.cfg.name + ": " + to_string(from) + " -> " + to_string(to) + ": " + reason);
   event("path " + s.cfg.name, std::string(to_string(from)) + " -> " + to_string(to), reason);
+  return true;
 }
 
 void Engine::event(const std::string& subject, const std::string& what, const std::string& reason) {
@@ -353,7 +354,7 @@ void Engine::arm_checker() {
 
 void Engine::connect_path(PathSlot& s) {
   timers_.cancel(s.timer);
-  set_state(s, PathState::Connecting, s.backoff_step ? "reconnecting" : "connecting");
+  transition(s, PathState::Connecting, s.backoff_step ? "reconnecting" : "connecting");
   s.timer = timers_.arm(rt_.now() + cfg_.timeouts.connect, [this, &s] {
     s.timer = {};
     fail_path(s,
@@ -400,7 +401,7 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
     disk_.has_export_name = true;
     disk_.export_name = caps.export_name;
   }
-  set_state(*s, PathState::Probing, "connected");
+  transition(*s, PathState::Probing, "connected");
   probe(*s);
   update_wake();
 }
@@ -417,9 +418,7 @@ void Engine::path_down(Path& path, const std::string& reason) {
 void Engine::fail_path(PathSlot& s, const std::string& reason) {
   bool was_active = s.state == PathState::Active;
   timers_.cancel(s.timer);
-  if (was_active) group_of(s).selector->fail_path(s.id);
-  s.stats.failures++;
-  set_state(s, PathState::Failed, reason);
+  transition(s, PathState::Failed, reason);
   s.path->disconnect();
   while (s.inflight) abandon(*s.inflight);
   schedule_reconnect(s);
@@ -472,16 +471,14 @@ void Engine::probe_done(PathSlot& s, bool ok, const std::string& why) {
 // older connection of it could still land (see stale_writes.h).
 void Engine::try_reinstate(PathSlot& s) {
   if (opts_.track_stale_writes && tracker_.pending_on(s.id)) {
-    set_state(s, PathState::Held,
-              "probe read succeeded; abandoned writes from its old connection still unresolved");
+    transition(s, PathState::Held,
+               "probe read succeeded; abandoned writes from its old connection still unresolved");
     return;
   }
   bool first = s.stats.reinstatements == 0 && s.stats.failures == 0;
   s.backoff_step = 0;
-  s.stats.reinstatements++;
-  set_state(s, PathState::Active,
-            first ? "probe read succeeded" : "reinstated: probe read succeeded");
-  group_of(s).selector->reinstate_path(s.id);
+  transition(s, PathState::Active,
+             first ? "probe read succeeded" : "reinstated: probe read succeeded");
   regroup(false);
   pump();
 }
@@ -1059,9 +1056,8 @@ void Engine::finish_removal(PathSlot& s) {
   // flush covers them (shared cache or multi-conn).
   if (s.state == PathState::Removed || s.inflight || (s.dirty() && !coherent_flush_)) return;
   timers_.cancel(s.timer);
-  group_of(s).selector->remove_path(s.id);
   s.path->disconnect();
-  set_state(s, PathState::Removed, "removed by reload");
+  transition(s, PathState::Removed, "removed by reload");
 }
 
 // The sentence for an operator action on a name with no live path.
@@ -1092,8 +1088,7 @@ std::string Engine::reinstate_path(const std::string& name) {
     case PathState::Active:
       return "path " + name + " is already active";
     case PathState::Draining:
-      set_state(*s, PathState::Active, "operator: reinstate");
-      group_of(*s).selector->reinstate_path(s->id);
+      transition(*s, PathState::Active, "operator: reinstate");
       regroup(false);
       pump();
       break;
@@ -1114,8 +1109,7 @@ std::string Engine::drain_path(const std::string& name) {
   if (!s) return no_such_path(name);
   if (s->state != PathState::Active)
     return "path " + name + " is " + to_string(s->state) + ": only an active path can drain";
-  group_of(*s).selector->fail_path(s->id);
-  set_state(*s, PathState::Draining, "operator: drain");
+  transition(*s, PathState::Draining, "operator: drain");
   regroup(false);
   pump();
   update_wake();
@@ -1324,8 +1318,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   for (PathSlot* sl : leaving) {
     sl->removing = true;
     if (sl->state == PathState::Active) {
-      group_of(*sl).selector->fail_path(sl->id);
-      set_state(*sl, PathState::Draining, "removed by reload");
+      transition(*sl, PathState::Draining, "removed by reload");
     } else if (sl->state != PathState::Draining) {
       // Not serving: no in-flight I/O to wait for.
       timers_.cancel(sl->timer);
@@ -1335,7 +1328,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
       // cache they may be lost: the next flush says so with EIO, once.
       if (sl->dirty() && !coherent_flush_) unflushed_lost_ = sl->cfg.name;
       sl->write_gen = sl->flushed_gen;
-      set_state(*sl, PathState::Draining, "removed by reload");
+      transition(*sl, PathState::Draining, "removed by reload");
     }
   }
   cfg_ = std::move(next);
@@ -1380,6 +1373,12 @@ void Engine::shutdown() {
   }
   timers_.cancel(checker_timer_);
   timers_.cancel(failback_timer_);
+}
+
+bool Engine::usable(const std::string& path) const {
+  for (auto& s : slots_)
+    if (s->cfg.name == path) return groups_[s->group].selector->usable(s->id);
+  return false;
 }
 
 PathState Engine::state(const std::string& path) const {

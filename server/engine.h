@@ -38,6 +38,7 @@
 #include "config/config.h"
 #include "server/control_api.h"
 #include "server/path.h"
+#include "server/path_state.h"
 #include "server/runtime.h"
 #include "server/selector.h"
 #include "server/stale_writes.h"
@@ -47,25 +48,6 @@ namespace mp {
 class Engine;
 struct Attempt;
 struct PathSlot;
-
-// Per-path state, changed only by Engine::set_state().
-//
-//   Connecting ──connected──► Probing ──probe ok──► Active ◄──reinstate── Draining
-//       ▲                        │   └─abandoned writes pending─► Held ──resolved──► Active
-//       │                        ▼                                     │ drain, or removed
-//   (back-off) ◄──────────── Failed ◄── timeout, transport error,      ▼ by a reload
-//                                       EIO, probe failed,          Draining ──idle, flushed──►
-//                                       Removed operator fail (no back-off until reinstate)
-enum class PathState : std::uint8_t {
-  Connecting,
-  Probing,
-  Held,
-  Active,
-  Draining,
-  Failed,
-  Removed
-};
-const char* to_string(PathState s);
 
 // One-shot timers keyed by deadline; the engine's own, so tests can drive time.
 class TimerQueue {
@@ -157,6 +139,7 @@ class Engine final : public ControlApi, private PathListener {
 
   // Introspection (loop thread, or a test's thread).
   PathState state(const std::string& path) const;
+  bool usable(const std::string& path) const;  // in its selector's usable set
   const PathStats* path_stats(const std::string& path) const;
   const EngineStats& stats() const { return stats_; }
   const StaleWriteTracker& stale_writes() const { return tracker_; }
@@ -201,7 +184,7 @@ class Engine final : public ControlApi, private PathListener {
   void event(const std::string& subject, const std::string& what, const std::string& reason);
   void arm_checker();
   Group& group_of(const PathSlot& s);
-  void set_state(PathSlot& s, PathState to, const std::string& reason);
+  bool transition(PathSlot& s, PathState to, const std::string& reason);
   void connect_path(PathSlot& s);
   void fail_path(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);

@@ -26,22 +26,24 @@
 // longer land (StaleWriteTracker).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
 #include "server/control_api.h"
 #include "server/path.h"
 #include "server/path_state.h"
+#include "server/request.h"
 #include "server/runtime.h"
 #include "server/selector.h"
 #include "server/stale_writes.h"
+#include "server/timer_queue.h"
 
 namespace mp {
 
@@ -49,62 +51,7 @@ class Engine;
 struct Attempt;
 struct PathSlot;
 
-// One-shot timers keyed by deadline; the engine's own, so tests can drive time.
-class TimerQueue {
- public:
-  struct Key {
-    Clock::time_point when{};
-    std::uint64_t seq = 0;  // 0: not armed
-    auto operator<=>(const Key&) const = default;
-  };
-  Key arm(Clock::time_point when, std::function<void()> fn);
-  void cancel(Key& key);
-  bool empty() const { return q_.empty(); }
-  Clock::time_point next() const { return q_.begin()->first.when; }
-  // Runs every timer due at `now`; a timer armed meanwhile for <= now runs too.
-  void run_due(Clock::time_point now);
-
- private:
-  std::map<Key, std::function<void()>> q_;
-  std::uint64_t seq_ = 1;
-};
-
-// One client (or internal) request. Fields above the line are set by the
-// submitter; the rest belong to the engine until completion.
-struct Request {
-  Op op = Op::Read;
-  std::uint64_t offset = 0;
-  std::uint32_t count = 0;
-  std::uint32_t flags = 0;
-  // Write: the data, a copy owned by the request (attempts share it).
-  // Read: after success, the buffer of the attempt that succeeded.
-  std::shared_ptr<std::byte[]> data;
-  // Internal requests (re-apply) complete by this call; client requests wake
-  // the waiting worker thread.
-  void (*on_done)(Request&) = nullptr;
-
-  int err = 0;  // result: 0 or an errno NBD carries
-
-  // Blocks the calling (worker) thread until the engine completed the request.
-  void wait();
-
-  // ---- engine-private ----
-  enum class Wait : std::uint8_t { None, NoPath, Busy, Hold, Flush };
-  std::uint64_t tag = 0;
-  Clock::time_point started{}, deadline{}, wait_until{};
-  unsigned retries = 0;
-  std::uint64_t epoch = 0;    // Engine::epoch_ at submission
-  unsigned pending = 0;       // attempts in flight for this request
-  bool retry_needed = false;  // an attempt failed on a path: try again
-  bool internal = false;      // a re-apply, not a client request
-  Wait wait_kind = Wait::None;
-  TimerQueue::Key wait_timer;
-  Request* wait_prev = nullptr;
-  Request* wait_next = nullptr;
-  std::atomic<std::uint32_t> done{0};
-};
-
-struct OpStats;  // per request type, in engine.cc
+struct OpStats;  // per request type, in engine_internal.h
 
 struct EngineStats {
   std::uint64_t requests = 0, retries = 0, failed_requests = 0, group_switches = 0;
@@ -138,8 +85,8 @@ class Engine final : public ControlApi, private PathListener {
   void shutdown();          // fails all queued and in-flight requests with EIO
 
   // Introspection (loop thread, or a test's thread).
-  PathState state(const std::string& path) const;
-  bool usable(const std::string& path) const;  // in its selector's usable set
+  std::optional<PathState> state(const std::string& path) const;  // nullopt: no such path
+  bool usable(const std::string& path) const;                     // in its selector's usable set
   const PathStats* path_stats(const std::string& path) const;
   const EngineStats& stats() const { return stats_; }
   const StaleWriteTracker& stale_writes() const { return tracker_; }
@@ -186,7 +133,7 @@ class Engine final : public ControlApi, private PathListener {
   Group& group_of(const PathSlot& s);
   bool transition(PathSlot& s, PathState to, const std::string& reason);
   void connect_path(PathSlot& s);
-  void fail_path(PathSlot& s, const std::string& reason);
+  void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
   void try_reinstate(PathSlot& s);
   void regroup(bool failback_due);
@@ -196,8 +143,8 @@ class Engine final : public ControlApi, private PathListener {
   void dispatch(Request& r);
   void dispatch_flush(Request& r);
   void no_path(Request& r);
-  void wait(Request& r, Request::Wait kind, Clock::time_point until);
-  void unwait(Request& r);
+  void park(Request& r, Request::Park kind, Clock::time_point until);
+  void unpark(Request& r);
   bool can_go(const Request& r);
   void pump();
   void pump_once();
@@ -235,8 +182,8 @@ class Engine final : public ControlApi, private PathListener {
   Clock::time_point wake_at_{};
   TimerQueue::Key checker_timer_;
 
-  Request* wait_head_ = nullptr;  // FIFO of waiting requests
-  Request* wait_tail_ = nullptr;
+  Request* parked_head_ = nullptr;  // FIFO of parked requests
+  Request* parked_tail_ = nullptr;
   std::size_t waiting_count_ = 0;
   std::size_t no_path_count_ = 0;
   bool pumping_ = false;

@@ -73,9 +73,20 @@ PathSlot* Engine::slot_of(const Path& path) {
 }
 
 void Engine::run_timers() {
+  Entry entry(*this);
   wake_armed_ = false;
   timers_.run_due(rt_.now());
+}
+
+// The one exit of every entry point (see Entry). Runs as an entry itself, so
+// a request it completes that submits another (a re-apply) does not nest a
+// second exit.
+void Engine::leave() {
+  depth_++;
+  if (regroup_due_) regroup(false);
+  pump();
   update_wake();
+  depth_--;
 }
 
 // Asks the runtime for a wake-up only when the earliest deadline moved
@@ -92,6 +103,7 @@ void Engine::update_wake() {
 }
 
 void Engine::shutdown() {
+  Entry entry(*this);
   stopping_ = true;
   while (parked_head_) {
     Request& r = *parked_head_;

@@ -118,6 +118,27 @@ class Engine final : public ControlApi, private PathListener {
     SelectorPtr selector;
   };
 
+  // Every entry point (a public call that changes state, a path's callback,
+  // an attempt's completion, a timer run) opens one Entry first. When the
+  // outermost one closes, leave() runs, once: the regroup a usable-set
+  // change asked for, then the pump, then the wake-up update. Code in the
+  // middle of an entry point regroups or pumps itself only where the order
+  // matters (take_down, try_reinstate, the failback timer, apply), never
+  // just to tidy up at the end.
+  class Entry {
+   public:
+    explicit Entry(Engine& e) : e_(e) { e_.depth_++; }
+    ~Entry() {
+      if (--e_.depth_ == 0) e_.leave();
+    }
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+
+   private:
+    Engine& e_;
+  };
+  void leave();
+
   // PathListener
   void path_connected(Path& path, const PathCaps& caps) override;
   void path_down(Path& path, const std::string& reason) override;
@@ -178,6 +199,8 @@ class Engine final : public ControlApi, private PathListener {
   TimerQueue::Key failback_timer_;
 
   TimerQueue timers_;
+  unsigned depth_ = 0;        // open Entry guards
+  bool regroup_due_ = false;  // the usable set changed since the last regroup
   bool wake_armed_ = false;
   Clock::time_point wake_at_{};
   TimerQueue::Key checker_timer_;

@@ -19,6 +19,7 @@ std::string Engine::no_such_path(const std::string& name) {
 }
 
 std::string Engine::fail_path(const std::string& name) {
+  Entry entry(*this);
   PathSlot* s = slot_named(name);
   if (!s) return no_such_path(name);
   s->admin_down = true;
@@ -26,11 +27,11 @@ std::string Engine::fail_path(const std::string& name) {
     take_down(*s, "operator: fail");
   else
     timers_.cancel(s->timer);  // no reconnect until reinstated
-  update_wake();
   return "";
 }
 
 std::string Engine::reinstate_path(const std::string& name) {
+  Entry entry(*this);
   PathSlot* s = slot_named(name);
   if (!s) return no_such_path(name);
   s->admin_down = false;
@@ -38,9 +39,7 @@ std::string Engine::reinstate_path(const std::string& name) {
     case PathState::Active:
       return "path " + name + " is already active";
     case PathState::Draining:
-      transition(*s, PathState::Active, "operator: reinstate");
-      regroup(false);
-      pump();
+      transition(*s, PathState::Active, "operator: reinstate");  // regroups at the exit
       break;
     case PathState::Failed:  // reconnect now; reinstated when its probe succeeds
       s->backoff_step = 0;
@@ -50,23 +49,21 @@ std::string Engine::reinstate_path(const std::string& name) {
       return "path " + name + " is " + to_string(s->state) +
              ": it is reinstated when its probe read succeeds";
   }
-  update_wake();
   return "";
 }
 
 std::string Engine::drain_path(const std::string& name) {
+  Entry entry(*this);
   PathSlot* s = slot_named(name);
   if (!s) return no_such_path(name);
   if (s->state != PathState::Active)
     return "path " + name + " is " + to_string(s->state) + ": only an active path can drain";
-  transition(*s, PathState::Draining, "operator: drain");
-  regroup(false);
-  pump();
-  update_wake();
+  transition(*s, PathState::Draining, "operator: drain");  // regroups at the exit
   return "";
 }
 
 std::string Engine::switch_group(const std::string& name) {
+  Entry entry(*this);
   for (std::size_t i = 0; i < groups_.size(); i++) {
     if (groups_[i].name != name) continue;
     if (!groups_[i].selector->has_usable_path())
@@ -83,8 +80,6 @@ std::string Engine::switch_group(const std::string& name) {
       failed_over_ = true;  // manual failback keeps the operator's choice
       stats_.group_switches++;
       timers_.cancel(failback_timer_);
-      pump();
-      update_wake();
     }
     return "";
   }
@@ -92,17 +87,18 @@ std::string Engine::switch_group(const std::string& name) {
 }
 
 std::string Engine::set_queueing(bool on) {
+  Entry entry(*this);
   queueing_ = on;
   event("engine", on ? "queueing on" : "queueing off", "operator");
   if (!on) {  // as multipathd's disablequeueing: what is queued fails now
     std::uint64_t n = 0;
     fail_queued(&n);
   }
-  update_wake();
   return "";
 }
 
 std::string Engine::fail_queued(std::uint64_t* failed) {
+  Entry entry(*this);
   std::uint64_t n = 0;
   for (Request* r = parked_head_; r;) {
     Request* next = r->park_next;
@@ -116,7 +112,6 @@ std::string Engine::fail_queued(std::uint64_t* failed) {
   if (n)
     log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
   *failed = n;
-  update_wake();
   return "";
 }
 

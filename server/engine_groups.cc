@@ -47,6 +47,7 @@ Engine::Group& Engine::group_of(const PathSlot& s) {
 // Picks the group that serves I/O: the highest-priority group with a usable
 // path, subject to the failback policy when the serving group still works.
 void Engine::regroup(bool failback_due) {
+  regroup_due_ = false;
   int best = -1;
   for (std::size_t i = 0; i < groups_.size(); i++)
     if (groups_[i].selector->has_usable_path()) {
@@ -75,7 +76,7 @@ void Engine::regroup(bool failback_due) {
           failback_timer_ = timers_.arm(rt_.now() + cfg_.failover.failback_delay, [this] {
             failback_timer_ = {};
             regroup(true);
-            pump();
+            pump();  // now: before another timer due at the same time
           });
         }
         break;

@@ -15,6 +15,7 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 void Engine::submit(Request& r) {
+  Entry entry(*this);
   r.tag = next_tag_++;
   r.started = rt_.now();
   r.deadline = r.started + cfg_.timeouts.request;
@@ -24,7 +25,6 @@ void Engine::submit(Request& r) {
     inflight_by_epoch_.emplace_back(epoch_, 0);
   inflight_by_epoch_.back().second++;
   dispatch(r);
-  update_wake();
 }
 
 void Engine::dispatch(Request& r) {
@@ -166,6 +166,7 @@ void Engine::attempt_timeout(Attempt& a) {
 }
 
 void Engine::attempt_done(Attempt& a, PathResult result, int err) {
+  Entry entry(*this);
   if (a.abandoned) {
     // A late completion: the attempt was given up on already.
     unlink(abandoned_, &a);
@@ -179,10 +180,8 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
       for (auto& s : slots_)
         if (s->state == PathState::Held) try_reinstate(*s);
       start_reapplies();
-      pump();
     }
     delete &a;
-    update_wake();
     return;
   }
 
@@ -215,7 +214,6 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
                ended == AttemptEnd::Ok ? ""
                : path_error.empty()    ? config::errno_text(err)
                                        : path_error);
-    update_wake();
     return;
   }
 
@@ -240,8 +238,6 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
       finish(r, r.err);
   }
   if (s.removing) finish_removal(s);
-  pump();
-  update_wake();
 }
 
 void Engine::retry(Request& r) {

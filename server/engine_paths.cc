@@ -40,6 +40,7 @@ bool Engine::transition(PathSlot& s, PathState to, const std::string& reason) {
     sel.fail_path(s.id);
   else if (!serves_io(from) && serves_io(to))
     sel.reinstate_path(s.id);
+  if (serves_io(from) != serves_io(to)) regroup_due_ = true;
   if (row->counter == PathCounter::Failures) s.stats.failures++;
   if (row->counter == PathCounter::Reinstatements) s.stats.reinstatements++;
   log(row->loud ? LogLevel::Error : LogLevel::Debug,
@@ -57,9 +58,9 @@ void Engine::event(const std::string& subject, const std::string& what, const st
 }
 
 void Engine::start() {
+  Entry entry(*this);
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
-  update_wake();
 }
 
 void Engine::arm_checker() {
@@ -82,6 +83,7 @@ void Engine::connect_path(PathSlot& s) {
 }
 
 void Engine::path_connected(Path& path, const PathCaps& caps) {
+  Entry entry(*this);
   PathSlot* s = slot_of(path);
   if (!s || s->state != PathState::Connecting) return;
   timers_.cancel(s->timer);
@@ -109,7 +111,6 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
     if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
     s->refusal = refused;
     take_down(*s, "refused: " + refused);
-    update_wake();
     return;
   }
   s->refusal.clear();
@@ -121,14 +122,13 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
   }
   transition(*s, PathState::Probing, "connected");
   probe(*s);
-  update_wake();
 }
 
 void Engine::path_down(Path& path, const std::string& reason) {
+  Entry entry(*this);
   PathSlot* s = slot_of(path);
   if (!s || s->state == PathState::Failed) return;
   take_down(*s, reason);
-  update_wake();
 }
 
 // Takes a path out of service: retires its connection, abandons what was in
@@ -140,6 +140,8 @@ void Engine::take_down(PathSlot& s, const std::string& reason) {
   s.path->disconnect();
   while (s.inflight) abandon(*s.inflight);
   schedule_reconnect(s);
+  // Now, not at the exit: the caller may retry a request next, which must
+  // see the new serving group, behind the parked requests.
   if (was_active) regroup(false);
   pump();
 }
@@ -197,6 +199,8 @@ void Engine::try_reinstate(PathSlot& s) {
   s.backoff_step = 0;
   transition(s, PathState::Active,
              first ? "probe read succeeded" : "reinstated: probe read succeeded");
+  // Now, not at the exit: after a resolved write, the next held path and the
+  // re-applies come behind the requests this path lets go.
   regroup(false);
   pump();
 }

@@ -33,6 +33,7 @@ std::string Engine::reload(bool dry_run, std::string* summary) {
 // or a new URI for a name, connects a new path; a name that is gone drains
 // and leaves. Groups, selector, timeouts and policies change at once.
 std::string Engine::apply(config::Config next, bool dry_run, std::string* summary) {
+  Entry entry(*this);
   std::vector<std::string> added, removed, changed;
   std::vector<PathSlot*> leaving;
   std::size_t usable_kept = 0;
@@ -109,11 +110,9 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   arm_checker();
   log(LogLevel::Error, "reload: " + what);
   event("engine", "reload", what);
-  regroup(false);
+  regroup(false);  // now: the group change comes before the removals it allows
   for (auto& sl : slots_)
     if (sl->removing) finish_removal(*sl);
-  pump();
-  update_wake();
   return "";
 }
 

@@ -158,6 +158,7 @@ class Engine final : public ControlApi, private PathListener {
   void schedule_reconnect(PathSlot& s);
   void try_reinstate(PathSlot& s);
   void regroup(bool failback_due);
+  void announce_group_change(int from, int to, const std::string& why);
   Group* serving_group();
   void checker_tick();
 

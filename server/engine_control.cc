@@ -69,13 +69,7 @@ std::string Engine::switch_group(const std::string& name) {
     if (!groups_[i].selector->has_usable_path())
       return "group " + name + " has no usable path: see show topology";
     if (serving_ != static_cast<int>(i)) {
-      log(LogLevel::Error,
-          "group: " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") + " -> " +
-              name + ": operator: switch-group");
-      event(
-          "engine",
-          "group " + std::string(serving_ >= 0 ? groups_[serving_].name : "(none)") + " -> " + name,
-          "operator: switch-group");
+      announce_group_change(serving_, static_cast<int>(i), "operator: switch-group");
       serving_ = static_cast<int>(i);
       failed_over_ = true;  // manual failback keeps the operator's choice
       stats_.group_switches++;

@@ -90,19 +90,20 @@ void Engine::regroup(bool failback_due) {
   timers_.cancel(failback_timer_);
   serving_ = next;
   if (cur >= 0 || next >= 0) stats_.group_switches++;
-  event("engine",
-        "group " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
-            (next >= 0 ? groups_[next].name : "(none)"),
-        next < 0     ? "no usable path"
-        : cur < 0    ? "a path is usable"
-        : cur_usable ? "failback"
-                     : "failover");
-  log(LogLevel::Error, "group: " + std::string(cur >= 0 ? groups_[cur].name : "(none)") + " -> " +
-                           (next >= 0 ? groups_[next].name : "(none)") +
-                           (next < 0     ? ": no usable path"
-                            : cur < 0    ? ": a path is usable"
-                            : cur_usable ? ": failback"
-                                         : ": failover"));
+  announce_group_change(cur, next,
+                        next < 0     ? "no usable path"
+                        : cur < 0    ? "a path is usable"
+                        : cur_usable ? "failback"
+                                     : "failover");
+}
+
+// The log line and the event of a change of the serving group (indexes into
+// groups_, -1: none).
+void Engine::announce_group_change(int from, int to, const std::string& why) {
+  std::string change = std::string(from >= 0 ? groups_[from].name : "(none)") + " -> " +
+                       (to >= 0 ? groups_[to].name : "(none)");
+  log(LogLevel::Error, "group: " + change + ": " + why);
+  event("engine", "group " + change, why);
 }
 
 Engine::Group* Engine::serving_group() {

@@ -196,8 +196,8 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
   Phase phase = Phase::Login;
   bool retired = false;
   bool close_posted = false;
-  bool closing = false;  // in close_now: callbacks only let go of their tasks
-  bool draining = false;
+  bool closing = false;    // in close_now: callbacks only let go of their tasks
+  bool reporting = false;  // in report_done(): a nested call leaves the queue to the outer loop
   bool logged_in = false;  // TCP connected, login sent
   unsigned setup_step = 0;
   unsigned setup_retries = 0;
@@ -299,7 +299,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
       setup_due = false;
       setup_next();
     }
-    drain();
+    report_done();
     if (!owner) return;
     if (ready_report) {
       ready_report = false;
@@ -319,7 +319,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
         if (!issue(c))  // it has no task: nothing of it is on the target
           settle(c, PathResult::TransportDead, ENOTCONN);
       }
-      drain();
+      report_done();
     }
     maybe_close();
     arm();
@@ -676,15 +676,15 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
 
   // ---- close ------------------------------------------------------------
 
-  void drain() {
-    if (draining) return;
-    draining = true;
+  void report_done() {
+    if (reporting) return;
+    reporting = true;
     while (!done.empty()) {
       std::vector<Cmd*> batch;
       batch.swap(done);
       for (Cmd* c : batch) owner ? owner->finish(c) : delete c;
     }
-    draining = false;
+    reporting = false;
   }
 
   // A dead context closes at once (that settles its commands); a retired
@@ -696,7 +696,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
     watch.cancel();
     asio::post(io(), [self = shared_from_this()] {
       self->close_now();
-      self->drain();
+      self->report_done();
     });
   }
 

@@ -3,7 +3,7 @@
 // Callback rules (libnbd): completion callbacks run with the handle's lock
 // held, so they only record the result; .free runs exactly once per command
 // (also on failed submission and nbd_close) and queues the command on its
-// connection's `done` list. After every libnbd call returns, drain() reports
+// connection's `done` list. After every libnbd call returns, report_done() reports
 // the queued commands to their sinks, outside the lock: a sink may submit
 // again at once. Everything runs on the loop thread.
 #include "server/nbd_path.h"
@@ -72,7 +72,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   bool dead = false;     // reported dead to the owner
   bool retired = false;  // no new commands
   bool close_posted = false;
-  bool draining = false;
+  bool reporting = false;  // in report_done(): a nested call leaves the queue to the outer loop
   unsigned inflight = 0;
   std::vector<Cmd*> done;
   std::string error;  // why the connection died, from the libnbd call that saw it
@@ -156,7 +156,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   // Reports finished commands, then connection state changes, then re-arms.
   void after_io() {
     auto self = shared_from_this();  // a sink may drop the owner's reference
-    drain();
+    report_done();
     if (!owner || !h) return;
     bool is_dead = nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
     if (connecting) {
@@ -176,16 +176,16 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     arm();
   }
 
-  void drain() {
-    if (draining) return;  // the outer loop picks up what a sink added
-    draining = true;
+  void report_done() {
+    if (reporting) return;  // the outer loop picks up what a sink added
+    reporting = true;
     while (!done.empty()) {
       std::vector<Cmd*> batch;
       batch.swap(done);
       bool is_dead = !h || nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
       for (Cmd* c : batch) finish(c, is_dead);
     }
-    draining = false;
+    reporting = false;
   }
 
   void finish(Cmd* c, bool is_dead) {

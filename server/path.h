@@ -1,5 +1,5 @@
-// The Path interface: one upstream (an NBD server, later an iSCSI LU) that the
-// engine can send commands to. Implementations: NbdPath, and FakePath in tests.
+// The Path interface: one upstream (an NBD server or an iSCSI LU) that the engine can send
+// commands to. Implementations: NbdPath, IscsiPath, and FakePath in tests.
 //
 // Threading: every method is called on the event-loop thread, and every
 // callback (CommandSink, PathListener) runs on it too, never from inside a

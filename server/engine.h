@@ -11,19 +11,33 @@
 //   -------------              -----------------------------------------------
 //   copy write data
 //   post(submit) ───────────►  dispatch ──► select path ──► send attempt (timer)
-//   wait (futex)                   │              │ none usable: queue (no-path)
-//                                  │              │ all at cap:  wait (busy)
+//   Request::wait (futex)          │              │ none usable: park (no-path)
+//                                  │              │ all at cap:  park (busy)
 //                                  ▼
-//                               attempt done: OK ─────────────► complete ──┐
+//                               attempt done: OK ─────────────► finish ────┐
 //                               timeout / transport error / EIO:           │
-//                                 fail the path, abandon its attempts,     │
-//                                 retry each elsewhere (deadline, limit)   │
+//                                 take the path down, abandon its          │
+//                                 attempts, retry each elsewhere           │
+//                                 (deadline, limit)                        │
 //   wake; copy read data  ◄────────────────────────────────────────────────┘
 //
 // An abandoned attempt stays in flight on the path's retired connection. Its
 // buffer belongs to the attempt, never to nbdkit, so a late reply lands in
 // memory nobody else uses; an abandoned write is tracked until it can no
 // longer land (StaleWriteTracker).
+//
+// Path states and every allowed change between them: path_state.h.
+//
+// Engine is one class over several files, one job each:
+//   engine.cc          construction, slot lookup, the exit of entry points, introspection
+//   engine_io.cc       submit, dispatch, send, attempt completion and timeout, retry, finish
+//   engine_park.cc     parked requests (no path, busy, hold, flush) and the pump
+//   engine_paths.cc    path lifecycle: transition, connect, probe, take down, back-off, checker
+//   engine_groups.cc   groups and their selectors, the serving group, failback
+//   engine_shadows.cc  stale-write shadows: re-applies and the epoch barrier
+//   engine_control.cc  operator actions and show commands (ControlApi)
+//   engine_reload.cc   reload and apply, a removed path's departure
+//   engine_internal.h  the private structs: Attempt, PathSlot, OpStats
 #pragma once
 
 #include <cstdint>

@@ -2,22 +2,33 @@
 // spirit of libnbd's state table). Engine::transition() is the only writer of
 // a path's state; it refuses a change that is not in the table (a bug).
 //
-//                    ┌──────────── back-off elapsed, operator reinstate ◄─────────┐
-//                    ▼                                                            │
-//   (new) ──► Connecting ──connected──► Probing ──probe ok──────────────► Active  │
-//                │                        │  └─probe ok, abandoned writes─► Held  │
-//                │                        │                   resolved ──┘  │   │
-//                │ connect timed out,     │ probe failed,                   │   │
-//                │ refused, failed        │ connection lost                 │   │
-//                ▼                        ▼                                 ▼   │
-//              Failed ◄──── timeout, transport error, EIO, probe failed ── (Held, Active,
-//                │          connection lost, operator fail                Draining)
-//                │
-//   Draining ◄── operator drain (Active), or removed by a reload (any live state)
-//   Draining ──► Active: operator reinstate
-//   Draining, Failed ──► Removed: a reload removed it and it is idle and flushed
+// The usual life of a path:
 //
-// The table in path_state.cc is the exact list; every row says why.
+//   (new) ─► Connecting ─connected─► Probing ─probe ok─► Active ─failure─► Failed
+//                ▲                      └─probe ok, abandoned writes─► Held  │
+//                │                               unresolved    resolved ─► Active
+//                └──────────────── back-off elapsed ─────────────────────────┘
+//
+// Every allowed change (the rows of path_state.cc), from (row) to (column):
+//
+//   from \ to     Connecting Probing Held Active Draining Failed Removed
+//   Connecting        .         c      .     .      r       f      .
+//   Probing           .         .      h     p      r       f      .
+//   Held              .         .      .     w      r       f      .
+//   Active            .         .      .     .     d r      f      .
+//   Draining          .         .      .     o      .       f      x
+//   Failed            b         .      .     .      r       .      x
+//
+//   c  connected, its caps fit the disk     p  probe read succeeded
+//   h  probe read succeeded, but an abandoned write of an older connection is unresolved
+//   w  its last abandoned write resolved    o  operator reinstate (a drained path)
+//   d  operator drain                       r  removed by a reload
+//   f  failure: connect failed, timed out or refused; attempt timeout, transport
+//      error or EIO; probe failed; connection lost; operator fail
+//   x  a removed path is idle and flushed: it leaves
+//   b  reconnect: back-off elapsed, or operator reinstate
+//
+// Only Active serves I/O (serves_io): the selector's usable set follows.
 #pragma once
 
 #include <cstdint>

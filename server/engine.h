@@ -153,50 +153,61 @@ class Engine final : public ControlApi, private PathListener {
   };
   void leave();
 
-  // PathListener
-  void path_connected(Path& path, const PathCaps& caps) override;
-  void path_down(Path& path, const std::string& reason) override;
-
+  // engine.cc: slots, the exit, the wake-up.
   PathSlot* slot_of(const Path& path);
   PathSlot* slot_named(const std::string& name);
-  std::string no_such_path(const std::string& name);
   PathSlot& add_slot(const config::Path& pc);
-  void rebuild_groups();
-  void finish_removal(PathSlot& s);
-  void event(const std::string& subject, const std::string& what, const std::string& reason);
-  void arm_checker();
-  Group& group_of(const PathSlot& s);
+  void update_wake();
+
+  // engine_paths.cc: path lifecycle. PathListener calls are entry points.
+  void path_connected(Path& path, const PathCaps& caps) override;
+  void path_down(Path& path, const std::string& reason) override;
   bool transition(PathSlot& s, PathState to, const std::string& reason);
+  void event(const std::string& subject, const std::string& what, const std::string& reason);
   void connect_path(PathSlot& s);
   void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
+  void probe(PathSlot& s);
+  void probe_done(PathSlot& s, bool ok, const std::string& why);
   void try_reinstate(PathSlot& s);
+  void arm_checker();
+  void checker_tick();
+
+  // engine_groups.cc: groups and the serving group.
+  void rebuild_groups();
+  Group& group_of(const PathSlot& s);
   void regroup(bool failback_due);
   void announce_group_change(int from, int to, const std::string& why);
   Group* serving_group();
-  void checker_tick();
 
+  // engine_io.cc: the data path. attempt_done (an Attempt's command_done) is an entry point.
   void dispatch(Request& r);
   void dispatch_flush(Request& r);
-  void no_path(Request& r);
-  void park(Request& r, Request::Park kind, Clock::time_point until);
-  void unpark(Request& r);
-  bool can_go(const Request& r);
-  void pump();
-  void pump_once();
   bool send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
   void attempt_done(Attempt& a, PathResult result, int err);
   void attempt_timeout(Attempt& a);
   void abandon(Attempt& a);
   void retry(Request& r);
   void finish(Request& r, int err);
-  void probe(PathSlot& s);
-  void probe_done(PathSlot& s, bool ok, const std::string& why);
-  void start_reapplies();
-  void reapply_done(Request& r);
+
+  // engine_park.cc: parked requests and the pump.
+  void no_path(Request& r);
+  void park(Request& r, Request::Park kind, Clock::time_point until);
+  void unpark(Request& r);
+  bool can_go(const Request& r);
+  void pump();
+  void pump_once();
+
+  // engine_shadows.cc: re-applies and the epoch barrier.
   void request_finished(const Request& r);
   void drop_shadows();
-  void update_wake();
+  void start_reapplies();
+  void reapply_done(Request& r);
+
+  // engine_control.cc and engine_reload.cc.
+  std::string no_such_path(const std::string& name);
+  void finish_removal(PathSlot& s);
+
   void log(LogLevel level, const std::string& line) { rt_.log(level, line); }
 
   config::Config cfg_;

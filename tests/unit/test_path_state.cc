@@ -51,20 +51,27 @@ struct Walk {
     std::uint64_t failures = 0, reinstatements = 0;
     for (std::size_t i = 0; i + 1 < chain.size(); i++) {
       events.push_back(events_of(h, name, chain[i], chain[i + 1]));
-      const PathTransition* row = find_transition(chain[i], chain[i + 1]);
-      INFO(to_string(chain[i]), " -> ", to_string(chain[i + 1]));
-      REQUIRE(row != nullptr);
-      failures += row->counter == PathCounter::Failures;
-      reinstatements += row->counter == PathCounter::Reinstatements;
+      if (const PathTransition* row = find_transition(chain[i], chain[i + 1])) {
+        failures += row->counter == PathCounter::Failures;
+        reinstatements += row->counter == PathCounter::Reinstatements;
+      }
     }
     act();
     INFO(h.rt.dump_logs());
+    for (std::size_t i = 0; i + 1 < chain.size(); i++) {
+      const std::string change =
+          std::string(to_string(chain[i])) + " -> " + to_string(chain[i + 1]);
+      INFO(change);
+      CHECK(find_transition(chain[i], chain[i + 1]) != nullptr);
+    }
     CHECK(h.state(name) == chain.back());
     CHECK(h.engine->usable(name) == serves_io(chain.back()));
     CHECK(h.engine->path_stats(name)->failures == before.failures + failures);
     CHECK(h.engine->path_stats(name)->reinstatements == before.reinstatements + reinstatements);
     for (std::size_t i = 0; i + 1 < chain.size(); i++) {
-      INFO(to_string(chain[i]), " -> ", to_string(chain[i + 1]));
+      const std::string change =
+          std::string(to_string(chain[i])) + " -> " + to_string(chain[i + 1]);
+      INFO(change);
       CHECK(events_of(h, name, chain[i], chain[i + 1]) == events[i] + 1);
       seen.emplace(chain[i], chain[i + 1]);
     }
@@ -183,7 +190,8 @@ TEST_CASE("path_state: the engine makes every change of the table, with its effe
   }
 
   for (const PathTransition& row : path_transitions()) {
-    INFO(to_string(row.from), " -> ", to_string(row.to));
+    const std::string change = std::string(to_string(row.from)) + " -> " + to_string(row.to);
+    INFO(change);
     CHECK(w.seen.count({row.from, row.to}) == 1);
   }
 }
@@ -191,7 +199,8 @@ TEST_CASE("path_state: the engine makes every change of the table, with its effe
 TEST_CASE("path_state: the table lists changes only, once each, and nothing leaves Removed") {
   std::set<std::pair<PathState, PathState>> rows;
   for (const PathTransition& row : path_transitions()) {
-    INFO(to_string(row.from), " -> ", to_string(row.to));
+    const std::string change = std::string(to_string(row.from)) + " -> " + to_string(row.to);
+    INFO(change);
     CHECK(row.from != row.to);
     CHECK(row.from != PathState::Removed);
     CHECK(rows.emplace(row.from, row.to).second);

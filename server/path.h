@@ -76,26 +76,6 @@ struct PathCaps {
   bool has_export_name = false;  // an NBD path
 };
 
-// The parts of a command a path split into several: the worst result wins
-// (TransportDead over RemoteError over Ok), reported once, by the last part.
-struct SplitJoin {
-  CommandSink* sink;
-  unsigned remaining;
-  PathResult result = PathResult::Ok;
-  int err = 0;
-
-  // Adds one part's result. When it was the last part, returns the sink, with
-  // the joined result in r and e, and frees this; otherwise nullptr.
-  CommandSink* add(PathResult& r, int& e) {
-    if (static_cast<int>(r) > static_cast<int>(result)) result = r, err = e;
-    if (--remaining) return nullptr;
-    r = result, e = err;
-    CommandSink* s = sink;
-    delete this;
-    return s;
-  }
-};
-
 class Path;
 
 class PathListener {

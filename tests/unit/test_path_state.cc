@@ -126,6 +126,8 @@ TEST_CASE("path_state: the engine makes every change of the table, with its effe
     Harness h(walk_config({"A", "B"}));
     auto [pn, i] = hold_one(h, w);
     w.step(h, pn, {S::Held, S::Active}, [&] { h.p(pn).serve(i); });
+    for (auto [fp, k] : h.find_all(Op::Write, kX)) fp->serve(k);  // the re-apply
+    CHECK(h.engine->stale_writes().idle());
   }
   {  // Held -> Failed
     Harness h(walk_config({"A", "B"}));

@@ -12,11 +12,11 @@
 
 #include "config/config.h"
 #include "server/control.h"
+#include "server/disk.h"
 #include "server/engine.h"
-#include "server/iscsi_path.h"
 #include "server/loop.h"
 #include "server/metrics.h"
-#include "server/nbd_path.h"
+#include "server/path_factory.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -120,113 +120,29 @@ int mp_config_complete() noexcept try {
 }
 
 // Before the fork: connect to every path once, so that errors reach the user
-// and the disk's size and capabilities are known. The capabilities are the
-// intersection of the reachable paths'. At least one path must answer, and
-// all that answer must reach the same disk.
+// and the disk's size and capabilities are known (server/disk.h: what every
+// reachable path can do, and they must all reach the same disk).
 int mp_get_ready() noexcept try {
   const auto& cfg = g->cfg;
-  bool any = false;
-  std::string first_name, identity_from, export_from, description_from;
-  mp::PathCaps& d = g->disk;
-  d.identity = cfg.identity;
-  if (!d.identity.empty()) identity_from = "the config's identity:";
-  // The NBD export description: the config's, else the first NBD path's
-  // (which may be none). Set once description_from (the phrase that says
-  // where it came from) is.
-  auto description = [](bool has, const std::string& text) {
-    return has ? "export description " + mp::config::quote(text)
-               : std::string("no export description");
-  };
-  d.has_description = !cfg.export_description.empty();
-  d.description = cfg.export_description;
-  if (d.has_description)
-    description_from = "the config's export-description: is " + mp::config::quote(d.description);
+  mp::DiskBuilder disk(cfg);
   for (const auto& p : cfg.paths) {
     mp::PathCaps k;
     std::string err;
-    bool ok = mp::config::is_iscsi(p) ? mp::iscsi_probe_caps(p, cfg.timeouts.connect, &k, &err)
-                                      : mp::nbd_probe_caps(p.uri, cfg.timeouts.connect, &k, &err);
-    if (!ok) {
+    if (!mp::probe_path(p, cfg.timeouts.connect, &k, &err)) {
       nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(),
                    mp::config::redacted_uri(p.uri).c_str(), err.c_str());
       continue;
     }
-    if (!k.identity.empty()) {
-      if (d.identity.empty()) {
-        d.identity = k.identity;
-        identity_from = "path " + p.name;
-      } else if (k.identity != d.identity) {
-        nbdkit_error(
-            "path %s reaches LU %s but %s names LU %s: every path must reach the same LU (check "
-            "the target and LUN in the URI, or the identity: in the config)",
-            p.name.c_str(), k.identity.c_str(), identity_from.c_str(), d.identity.c_str());
-        return -1;
-      }
-    }
-    if (k.has_export_name) {
-      if (!d.has_export_name) {
-        d.has_export_name = true;
-        d.export_name = k.export_name;
-        export_from = p.name;
-      } else if (k.export_name != d.export_name) {
-        nbdkit_error(
-            "path %s has export name '%s' but path %s has '%s': every NBD path must name the same "
-            "export",
-            p.name.c_str(), k.export_name.c_str(), export_from.c_str(), d.export_name.c_str());
-        return -1;
-      }
-      if (description_from.empty()) {
-        description_from =
-            "path " + p.name + " has " + description(k.has_description, k.description);
-        d.has_description = k.has_description;
-        d.description = k.description;
-      } else if (k.has_description != d.has_description || k.description != d.description) {
-        nbdkit_error(
-            "path %s has %s but %s: every NBD path must serve the same disk (check the URIs and "
-            "the servers, or the export-description: in the config)",
-            p.name.c_str(), description(k.has_description, k.description).c_str(),
-            description_from.c_str());
-        return -1;
-      }
-    }
-    if (!any) {
-      // The first path's caps, with the identity merged above (maybe the
-      // config's); its export name, if any, is already the disk's.
-      std::string id = std::move(d.identity), desc = std::move(d.description);
-      bool has_desc = d.has_description;
-      d = k;
-      d.identity = std::move(id);
-      d.description = std::move(desc);
-      d.has_description = has_desc;
-      first_name = p.name;
-      any = true;
-      continue;
-    }
-    if (k.size != d.size) {
-      nbdkit_error(
-          "path %s has size %llu but path %s has size %llu: every path must reach the "
-          "same disk",
-          p.name.c_str(), static_cast<unsigned long long>(k.size), first_name.c_str(),
-          static_cast<unsigned long long>(d.size));
+    if (std::string why = disk.add(p.name, k); !why.empty()) {
+      nbdkit_error("%s", why.c_str());
       return -1;
     }
-    d.read_only |= k.read_only;
-    d.can_flush &= k.can_flush;
-    d.can_fua &= k.can_fua;
-    d.can_trim &= k.can_trim;
-    d.can_zero &= k.can_zero;
-    d.can_fast_zero &= k.can_fast_zero;
-    d.can_cache &= k.can_cache;
-    d.can_multi_conn &= k.can_multi_conn;
-    d.is_rotational |= k.is_rotational;
-    d.min_block = std::max(d.min_block, k.min_block);
-    d.pref_block = std::max(d.pref_block, k.pref_block);
-    d.max_request = std::min(d.max_request, k.max_request);
   }
-  if (!any) {
+  if (disk.empty()) {
     nbdkit_error("no path is reachable: start at least one upstream server, or fix the URIs");
     return -1;
   }
+  g->disk = disk.disk();
   return 0;
 } catch (const std::exception& e) {
   nbdkit_error("%s", e.what());
@@ -241,10 +157,8 @@ int mp_after_fork() noexcept try {
   opts.track_stale_writes = !multipath_debug_unsafe_retry;
   g->engine = std::make_unique<mp::Engine>(
       g->cfg, loop,
-      [&loop](const mp::config::Path& p, mp::PathListener& l) -> mp::PathPtr {
-        if (mp::config::is_iscsi(p))
-          return std::make_unique<mp::IscsiPath>(loop.io(), p, l, g->cfg.timeouts.attempt);
-        return std::make_unique<mp::NbdPath>(loop.io(), p, l);
+      [&loop](const mp::config::Path& p, mp::PathListener& l) {
+        return mp::make_path(loop.io(), p, l, g->cfg.timeouts.attempt);
       },
       g->disk, opts);
   mp::Engine* e = g->engine.get();

@@ -11,36 +11,53 @@
 //   -------------              -----------------------------------------------
 //   copy write data
 //   post(submit) ───────────►  dispatch ──► select path ──► send attempt (timer)
-//   wait (futex)                   │              │ none usable: queue (no-path)
-//                                  │              │ all at cap:  wait (busy)
+//   Request::wait (futex)          │              │ none usable: park (no-path)
+//                                  │              │ all at cap:  park (busy)
 //                                  ▼
-//                               attempt done: OK ─────────────► complete ──┐
+//                               attempt done: OK ─────────────► finish ────┐
 //                               timeout / transport error / EIO:           │
-//                                 fail the path, abandon its attempts,     │
-//                                 retry each elsewhere (deadline, limit)   │
+//                                 take the path down, abandon its          │
+//                                 attempts, retry each elsewhere           │
+//                                 (deadline, limit)                        │
 //   wake; copy read data  ◄────────────────────────────────────────────────┘
 //
 // An abandoned attempt stays in flight on the path's retired connection. Its
 // buffer belongs to the attempt, never to nbdkit, so a late reply lands in
 // memory nobody else uses; an abandoned write is tracked until it can no
 // longer land (StaleWriteTracker).
+//
+// Path states and every allowed change between them: path_state.h.
+//
+// Engine is one class over several files, one job each:
+//   engine.cc          construction, slot lookup, the exit of entry points, introspection
+//   engine_io.cc       submit, dispatch, send, attempt completion and timeout, retry, finish
+//   engine_park.cc     parked requests (no path, busy, hold, flush) and the pump
+//   engine_paths.cc    path lifecycle: transition, connect, probe, take down, back-off, checker
+//   engine_groups.cc   groups and their selectors, the serving group, failback
+//   engine_shadows.cc  stale-write shadows: re-applies and the epoch barrier
+//   engine_control.cc  operator actions and show commands (ControlApi)
+//   engine_reload.cc   reload and apply, a removed path's departure
+//   engine_internal.h  the private structs: Attempt, PathSlot, OpStats
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
 #include "server/control_api.h"
 #include "server/path.h"
+#include "server/path_state.h"
+#include "server/request.h"
 #include "server/runtime.h"
 #include "server/selector.h"
 #include "server/stale_writes.h"
+#include "server/timer_queue.h"
 
 namespace mp {
 
@@ -48,81 +65,7 @@ class Engine;
 struct Attempt;
 struct PathSlot;
 
-// Per-path state, changed only by Engine::set_state().
-//
-//   Connecting ──connected──► Probing ──probe ok──► Active ◄──reinstate── Draining
-//       ▲                        │   └─abandoned writes pending─► Held ──resolved──► Active
-//       │                        ▼                                     │ drain, or removed
-//   (back-off) ◄──────────── Failed ◄── timeout, transport error,      ▼ by a reload
-//                                       EIO, probe failed,          Draining ──idle, flushed──►
-//                                       Removed operator fail (no back-off until reinstate)
-enum class PathState : std::uint8_t {
-  Connecting,
-  Probing,
-  Held,
-  Active,
-  Draining,
-  Failed,
-  Removed
-};
-const char* to_string(PathState s);
-
-// One-shot timers keyed by deadline; the engine's own, so tests can drive time.
-class TimerQueue {
- public:
-  struct Key {
-    Clock::time_point when{};
-    std::uint64_t seq = 0;  // 0: not armed
-    auto operator<=>(const Key&) const = default;
-  };
-  Key arm(Clock::time_point when, std::function<void()> fn);
-  void cancel(Key& key);
-  bool empty() const { return q_.empty(); }
-  Clock::time_point next() const { return q_.begin()->first.when; }
-  // Runs every timer due at `now`; a timer armed meanwhile for <= now runs too.
-  void run_due(Clock::time_point now);
-
- private:
-  std::map<Key, std::function<void()>> q_;
-  std::uint64_t seq_ = 1;
-};
-
-// One client (or internal) request. Fields above the line are set by the
-// submitter; the rest belong to the engine until completion.
-struct Request {
-  Op op = Op::Read;
-  std::uint64_t offset = 0;
-  std::uint32_t count = 0;
-  std::uint32_t flags = 0;
-  // Write: the data, a copy owned by the request (attempts share it).
-  // Read: after success, the buffer of the attempt that succeeded.
-  std::shared_ptr<std::byte[]> data;
-  // Internal requests (re-apply) complete by this call; client requests wake
-  // the waiting worker thread.
-  void (*on_done)(Request&) = nullptr;
-
-  int err = 0;  // result: 0 or an errno NBD carries
-
-  // Blocks the calling (worker) thread until the engine completed the request.
-  void wait();
-
-  // ---- engine-private ----
-  enum class Wait : std::uint8_t { None, NoPath, Busy, Hold, Flush };
-  std::uint64_t tag = 0;
-  Clock::time_point started{}, deadline{}, wait_until{};
-  unsigned retries = 0;
-  std::uint64_t epoch = 0;    // Engine::epoch_ at submission
-  unsigned pending = 0;       // attempts in flight for this request
-  bool retry_needed = false;  // an attempt failed on a path: try again
-  bool internal = false;      // a re-apply, not a client request
-  Wait wait_kind = Wait::None;
-  TimerQueue::Key wait_timer;
-  Request* wait_prev = nullptr;
-  Request* wait_next = nullptr;
-  std::atomic<std::uint32_t> done{0};
-};
-
-struct OpStats;  // per request type, in engine.cc
+struct OpStats;  // per request type, in engine_internal.h
 
 struct EngineStats {
   std::uint64_t requests = 0, retries = 0, failed_requests = 0, group_switches = 0;
@@ -156,7 +99,8 @@ class Engine final : public ControlApi, private PathListener {
   void shutdown();          // fails all queued and in-flight requests with EIO
 
   // Introspection (loop thread, or a test's thread).
-  PathState state(const std::string& path) const;
+  std::optional<PathState> state(const std::string& path) const;  // nullopt: no such path
+  bool usable(const std::string& path) const;                     // in its selector's usable set
   const PathStats* path_stats(const std::string& path) const;
   const EngineStats& stats() const { return stats_; }
   const StaleWriteTracker& stale_writes() const { return tracker_; }
@@ -188,49 +132,82 @@ class Engine final : public ControlApi, private PathListener {
     SelectorPtr selector;
   };
 
-  // PathListener
-  void path_connected(Path& path, const PathCaps& caps) override;
-  void path_down(Path& path, const std::string& reason) override;
+  // Every entry point (a public call that changes state, a path's callback,
+  // an attempt's completion, a timer run) opens one Entry first. When the
+  // outermost one closes, leave() runs, once: the regroup a usable-set
+  // change asked for, then the pump, then the wake-up update. Code in the
+  // middle of an entry point regroups or pumps itself only where the order
+  // matters (take_down, try_reinstate, the failback timer, apply), never
+  // just to tidy up at the end.
+  class Entry {
+   public:
+    explicit Entry(Engine& e) : e_(e) { e_.depth_++; }
+    ~Entry() {
+      if (--e_.depth_ == 0) e_.leave();
+    }
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
 
+   private:
+    Engine& e_;
+  };
+  void leave();
+
+  // engine.cc: slots, the exit, the wake-up.
   PathSlot* slot_of(const Path& path);
   PathSlot* slot_named(const std::string& name);
-  std::string no_such_path(const std::string& name);
   PathSlot& add_slot(const config::Path& pc);
-  void rebuild_groups();
-  void finish_removal(PathSlot& s);
+  void update_wake();
+
+  // engine_paths.cc: path lifecycle. PathListener calls are entry points.
+  void path_connected(Path& path, const PathCaps& caps) override;
+  void path_down(Path& path, const std::string& reason) override;
+  bool transition(PathSlot& s, PathState to, const std::string& reason);
   void event(const std::string& subject, const std::string& what, const std::string& reason);
-  void arm_checker();
-  Group& group_of(const PathSlot& s);
-  void set_state(PathSlot& s, PathState to, const std::string& reason);
   void connect_path(PathSlot& s);
-  void fail_path(PathSlot& s, const std::string& reason);
+  void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
+  void probe(PathSlot& s);
+  void probe_done(PathSlot& s, bool ok, const std::string& why);
   void try_reinstate(PathSlot& s);
-  void regroup(bool failback_due);
-  Group* serving_group();
+  void arm_checker();
   void checker_tick();
 
+  // engine_groups.cc: groups and the serving group.
+  void rebuild_groups();
+  Group& group_of(const PathSlot& s);
+  void regroup(bool failback_due);
+  void announce_group_change(int from, int to, const std::string& why);
+  Group* serving_group();
+
+  // engine_io.cc: the data path. attempt_done (an Attempt's command_done) is an entry point.
   void dispatch(Request& r);
   void dispatch_flush(Request& r);
-  void no_path(Request& r);
-  void wait(Request& r, Request::Wait kind, Clock::time_point until);
-  void unwait(Request& r);
-  bool can_go(const Request& r);
-  void pump();
-  void pump_once();
   bool send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
   void attempt_done(Attempt& a, PathResult result, int err);
   void attempt_timeout(Attempt& a);
   void abandon(Attempt& a);
   void retry(Request& r);
   void finish(Request& r, int err);
-  void probe(PathSlot& s);
-  void probe_done(PathSlot& s, bool ok, const std::string& why);
-  void start_reapplies();
-  void reapply_done(Request& r);
+
+  // engine_park.cc: parked requests and the pump.
+  void no_path(Request& r);
+  void park(Request& r, Request::Park kind, Clock::time_point until);
+  void unpark(Request& r);
+  bool can_go(const Request& r);
+  void pump();
+  void pump_once();
+
+  // engine_shadows.cc: re-applies and the epoch barrier.
   void request_finished(const Request& r);
   void drop_shadows();
-  void update_wake();
+  void start_reapplies();
+  void reapply_done(Request& r);
+
+  // engine_control.cc and engine_reload.cc.
+  std::string no_such_path(const std::string& name);
+  void finish_removal(PathSlot& s);
+
   void log(LogLevel level, const std::string& line) { rt_.log(level, line); }
 
   config::Config cfg_;
@@ -248,12 +225,14 @@ class Engine final : public ControlApi, private PathListener {
   TimerQueue::Key failback_timer_;
 
   TimerQueue timers_;
+  unsigned depth_ = 0;        // open Entry guards
+  bool regroup_due_ = false;  // the usable set changed since the last regroup
   bool wake_armed_ = false;
   Clock::time_point wake_at_{};
   TimerQueue::Key checker_timer_;
 
-  Request* wait_head_ = nullptr;  // FIFO of waiting requests
-  Request* wait_tail_ = nullptr;
+  Request* parked_head_ = nullptr;  // FIFO of parked requests
+  Request* parked_tail_ = nullptr;
   std::size_t waiting_count_ = 0;
   std::size_t no_path_count_ = 0;
   bool pumping_ = false;

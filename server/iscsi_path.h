@@ -27,6 +27,7 @@
 
 #include "config/config.h"
 #include "server/path.h"
+#include "server/path_kit.h"
 
 namespace mp {
 
@@ -61,8 +62,7 @@ class IscsiPath final : public Path {
   std::chrono::milliseconds abort_timeout_;
   PathCaps caps_;
   int lun_ = 0;
-  std::shared_ptr<Conn> cur_;
-  std::vector<std::shared_ptr<Conn>> retired_;
+  ConnSet<Conn> conns_;
   // Abandoned writes whose connection is gone without an answer to their
   // abort: resolved by the next LUN RESET this path gets through.
   std::vector<Cmd*> limbo_;

@@ -3,7 +3,7 @@
 // Callback rules (libnbd): completion callbacks run with the handle's lock
 // held, so they only record the result; .free runs exactly once per command
 // (also on failed submission and nbd_close) and queues the command on its
-// connection's `done` list. After every libnbd call returns, drain() reports
+// connection's `done` list. After every libnbd call returns, report_done() reports
 // the queued commands to their sinks, outside the lock: a sink may submit
 // again at once. Everything runs on the loop thread.
 #include "server/nbd_path.h"
@@ -78,7 +78,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   bool dead = false;     // reported dead to the owner
   bool retired = false;  // no new commands
   bool close_posted = false;
-  bool draining = false;
+  bool reporting = false;  // in report_done(): a nested call leaves the queue to the outer loop
   unsigned inflight = 0;
   std::vector<Cmd*> done;
   std::string error;  // why the connection died, from the libnbd call that saw it
@@ -162,7 +162,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   // Reports finished commands, then connection state changes, then re-arms.
   void after_io() {
     auto self = shared_from_this();  // a sink may drop the owner's reference
-    drain();
+    report_done();
     if (!owner || !h) return;
     bool is_dead = nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
     if (connecting) {
@@ -182,16 +182,16 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     arm();
   }
 
-  void drain() {
-    if (draining) return;  // the outer loop picks up what a sink added
-    draining = true;
+  void report_done() {
+    if (reporting) return;  // the outer loop picks up what a sink added
+    reporting = true;
     while (!done.empty()) {
       std::vector<Cmd*> batch;
       batch.swap(done);
       bool is_dead = !h || nbd_aio_is_dead(h) || nbd_aio_is_closed(h);
       for (Cmd* c : batch) finish(c, is_dead);
     }
-    draining = false;
+    reporting = false;
   }
 
   void finish(Cmd* c, bool is_dead) {
@@ -232,15 +232,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
       delete c;
     }
     done.clear();
-    if (owner) {
-      auto& r = owner->retired_;
-      for (auto it = r.begin(); it != r.end(); ++it)
-        if (it->get() == this) {
-          auto keep = std::move(*it);  // destroyed after erase, by the caller's reference
-          r.erase(it);
-          break;
-        }
-    }
+    if (owner) owner->conns_.remove(*this);
   }
 };
 
@@ -248,22 +240,20 @@ NbdPath::NbdPath(asio::io_context& io, config::Path cfg, PathListener& listener)
     : io_(io), cfg_(std::move(cfg)), listener_(listener) {}
 
 NbdPath::~NbdPath() {
-  auto all = std::move(retired_);
-  if (cur_) all.push_back(std::move(cur_));
-  for (auto& c : all) {
+  for (auto& c : conns_.take_all()) {
     c->owner = nullptr;
     c->close_now();
   }
 }
 
 unsigned NbdPath::retired_connections() const {
-  return static_cast<unsigned>(retired_.size());
+  return conns_.retired_count();
 }
 
 void NbdPath::connect() {
-  if (cur_) disconnect();
+  disconnect();
   auto c = std::make_shared<Conn>(this);
-  cur_ = c;
+  conns_.start(c);
   c->h = nbd_create();
   std::string err;
   if (!c->h) {
@@ -278,7 +268,7 @@ void NbdPath::connect() {
     c->dead = true;
     // Reported from the loop, not from inside the caller's connect().
     asio::post(io_, [c, err] {
-      if (c->owner && c->owner->cur_ == c) c->owner->listener_.path_down(*c->owner, err);
+      if (c->owner && c->owner->conns_.is_current(c)) c->owner->listener_.path_down(*c->owner, err);
     });
     return;
   }
@@ -286,54 +276,43 @@ void NbdPath::connect() {
 }
 
 void NbdPath::conn_ready(Conn& c) {
-  if (cur_.get() != &c) return;
+  if (!conns_.is_current(c)) return;
   caps_ = read_caps(c.h);
   listener_.path_connected(*this, caps_);
 }
 
 void NbdPath::conn_dead(Conn& c, const std::string& reason) {
-  if (cur_.get() == &c) listener_.path_down(*this, reason);
+  if (conns_.is_current(c)) listener_.path_down(*this, reason);
 }
 
 void NbdPath::disconnect() {
-  if (!cur_) return;
-  auto c = std::move(cur_);
+  auto c = conns_.retire();
+  if (!c) return;
   c->retired = true;
-  retired_.push_back(c);
   c->maybe_close();
 }
 
 bool NbdPath::submit(const Command& cmd, CommandSink* sink) {
-  Conn* c = cur_.get();
+  Conn* c = conns_.current();
   if (!c || c->connecting || c->dead || !c->h) return false;
   std::uint32_t max = caps_.max_request;
   bool split = (cmd.op == Op::Read || cmd.op == Op::Write) && cmd.count > max;
   std::uint32_t n = split ? (cmd.count + max - 1) / max : 1;
-  SplitJoin* s = split ? new SplitJoin{sink, n} : nullptr;
-  std::uint32_t sent = 0;
-  for (std::uint32_t i = 0; i < n; i++) {
+  auto send_part = [&](std::uint32_t i, CommandSink* part_sink, SplitJoin* join, int* err) {
     std::uint32_t off = i * max;
     std::uint32_t len = split ? std::min(max, cmd.count - off) : cmd.count;
-    auto* x = new Cmd{c, split ? nullptr : sink, s};
+    auto* x = new Cmd{c, part_sink, join};
     c->inflight++;
-    if (c->issue(cmd, cmd.offset + off, len, cmd.data ? cmd.data + off : nullptr, x) == -1) {
-      // .free already queued x: take it back, it never reaches the sink.
-      int err = nbd_get_errno();
-      std::erase(c->done, x);
-      c->inflight--;
-      delete x;
-      if (sent == 0) {
-        delete s;
-        return false;
-      }
-      // Some chunks are on the wire: the split ends when they do, as failed.
-      s->result = PathResult::TransportDead;
-      s->err = err ? err : ENOTCONN;
-      s->remaining -= n - i;
-      break;
-    }
-    sent++;
-  }
+    if (c->issue(cmd, cmd.offset + off, len, cmd.data ? cmd.data + off : nullptr, x) != -1)
+      return true;
+    // .free already queued x: take it back, it never reaches the sink.
+    *err = nbd_get_errno();
+    std::erase(c->done, x);
+    c->inflight--;
+    delete x;
+    return false;
+  };
+  if (!send_in_parts(n, sink, send_part)) return false;
   if (!c->done.empty()) {
     auto self = c->shared_from_this();
     asio::post(io_, [self] { self->after_io(); });

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "server/path.h"
+#include "server/path_kit.h"
 
 namespace mp {
 
@@ -35,8 +36,7 @@ class NbdPath final : public Path {
   config::Path cfg_;
   PathListener& listener_;
   PathCaps caps_;
-  std::shared_ptr<Conn> cur_;                   // the connection new commands go to
-  std::vector<std::shared_ptr<Conn>> retired_;  // open only for commands still in flight
+  ConnSet<Conn> conns_;
 };
 
 // Connects synchronously (bounded by `timeout`), reads the export's

@@ -1,5 +1,5 @@
-// The Path interface: one upstream (an NBD server, later an iSCSI LU) that the
-// engine can send commands to. Implementations: NbdPath, and FakePath in tests.
+// The Path interface: one upstream (an NBD server or an iSCSI LU) that the engine can send
+// commands to. Implementations: NbdPath, IscsiPath, and FakePath in tests.
 //
 // Threading: every method is called on the event-loop thread, and every
 // callback (CommandSink, PathListener) runs on it too, never from inside a
@@ -78,26 +78,6 @@ struct PathCaps {
   // one. All NBD paths must agree on it, including on having none.
   std::string description;
   bool has_description = false;
-};
-
-// The parts of a command a path split into several: the worst result wins
-// (TransportDead over RemoteError over Ok), reported once, by the last part.
-struct SplitJoin {
-  CommandSink* sink;
-  unsigned remaining;
-  PathResult result = PathResult::Ok;
-  int err = 0;
-
-  // Adds one part's result. When it was the last part, returns the sink, with
-  // the joined result in r and e, and frees this; otherwise nullptr.
-  CommandSink* add(PathResult& r, int& e) {
-    if (static_cast<int>(r) > static_cast<int>(result)) result = r, err = e;
-    if (--remaining) return nullptr;
-    r = result, e = err;
-    CommandSink* s = sink;
-    delete this;
-    return s;
-  }
 };
 
 class Path;

@@ -46,6 +46,8 @@ class Selector {
   virtual void start_io(PathId id, std::uint64_t nr_bytes) = 0;
   virtual void end_io(PathId id, std::uint64_t nr_bytes, Clock::time_point start) = 0;
 
+  // True if the path is usable (not failed), busy or not.
+  virtual bool usable(PathId id) const = 0;
   // True if some path is usable (busy or not).
   virtual bool has_usable_path() const = 0;
   // True if the path is usable and below its cap.

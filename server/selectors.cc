@@ -122,6 +122,11 @@ class SlotSelector : public Selector {
     if (s->inflight == 0) s->inflight_bytes = 0;
   }
 
+  bool usable(PathId id) const override {
+    const Slot* s = find(id);
+    return s != nullptr && s->usable;
+  }
+
   bool has_usable_path() const override {
     return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.usable; });
   }

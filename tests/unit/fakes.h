@@ -278,7 +278,7 @@ struct Harness {
     REQUIRE(it != paths.end());
     return *it->second;
   }
-  PathState state(const std::string& name) const { return engine->state(name); }
+  std::optional<PathState> state(const std::string& name) const { return engine->state(name); }
 
   // The path's pending connect finishes with these caps.
   void connected(const std::string& name, std::optional<PathCaps> with = {}) {

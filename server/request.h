@@ -1,0 +1,73 @@
+// A request as a worker thread hands it to the engine, and the worker's wait for it.
+//
+// Threading: the submitter fills the public fields and calls Engine::submit
+// on the loop thread (the plugin posts it there); from then on the request
+// belongs to the loop thread until it completes. A client request's worker
+// blocks in wait(); the loop wakes it (wake()) as the last thing it does with
+// the request.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "server/path.h"
+#include "server/timer_queue.h"
+
+namespace mp {
+
+class Engine;
+struct Request;
+
+// The engine's bookkeeping inside every request. Only the engine reads or
+// writes it (Request inherits it privately).
+struct RequestState {
+  // Why a request is parked instead of in flight (Engine::park).
+  enum class Park : std::uint8_t {
+    None,    // not parked
+    NoPath,  // no usable path (no-path policy: queue)
+    Busy,    // every usable path is at its cap
+    Hold,    // an abandoned write without a shadow overlaps this write
+    Flush    // a flush waits for a dirty path that is down
+  };
+  std::uint64_t tag = 0;
+  Clock::time_point started{}, deadline{}, park_until{};
+  unsigned retries = 0;
+  std::uint64_t epoch = 0;    // Engine::epoch_ at submission
+  unsigned pending = 0;       // attempts in flight for this request
+  bool retry_needed = false;  // an attempt failed on a path: try again
+  bool internal = false;      // a re-apply, not a client request
+  Park parked_for = Park::None;
+  TimerQueue::Key park_timer;    // armed while parked: its deadline
+  Request* park_prev = nullptr;  // in the engine's FIFO of parked requests
+  Request* park_next = nullptr;
+};
+
+// One client (or internal) request. The submitter sets the public fields;
+// `data` and `err` are the results once it completed.
+struct Request : private RequestState {
+  Op op = Op::Read;
+  std::uint64_t offset = 0;
+  std::uint32_t count = 0;
+  std::uint32_t flags = 0;
+  // Write: the data, a copy owned by the request (attempts share it).
+  // Read: after success, the buffer of the attempt that succeeded.
+  std::shared_ptr<std::byte[]> data;
+  // Internal requests (re-apply) complete by this call, on the loop thread;
+  // client requests wake the waiting worker thread.
+  void (*on_done)(Request&) = nullptr;
+
+  int err = 0;  // result: 0 or an errno NBD carries
+
+  // Worker thread: blocks until the engine completed the request.
+  void wait();
+
+ private:
+  friend class Engine;
+  // Loop thread: marks the request done and wakes its worker.
+  void wake();
+  std::atomic<std::uint32_t> done{0};  // 1 once completed; the futex word
+};
+
+}  // namespace mp

@@ -400,8 +400,42 @@ TEST_CASE("bad requests get one-sentence errors and the session goes on") {
   e = err("{\"command\": show paths}");
   CHECK(has(e, "invalid JSON: parse error at line 1, column 13: syntax error"));
   CHECK(has(err(std::string("\xff\xfe\x00garbage\x01", 11)), "invalid JSON"));
-  // Deep nesting is parsed without recursion and refused like any non-object.
-  CHECK(has(err(std::string(20000, '[') + std::string(20000, ']')), "not an object"));
+  // Deep nesting is refused as soon as it is seen, whatever the line holds.
+  CHECK(has(err(std::string(20000, '[') + std::string(20000, ']')),
+            "nests objects or arrays deeper than 8 levels"));
+  CHECK(has(err(std::string(65536, '[')), "deeper than 8 levels"));
+  CHECK(has(err(R"({"command":"fail","args":[[[[[[[[["a"]]]]]]]]]})"), "deeper than 8 levels"));
+  // Numbers out of range: an error, not an exception out of the loop.
+  CHECK(has(err("1e999"), "invalid JSON: number overflow parsing '1e999'"));
+  CHECK(has(err(R"({"command":-1e999})"), "number overflow"));
+  CHECK(has(err(R"({"command":"fail","args":[123456789012345678901234567890]})"),
+            "args must be an array of strings, but one is a number"));
+  // A key given twice is refused (nlohmann alone would keep the last one).
+  e = err(R"({"command":"show paths","command":"fail","args":["a"]})");
+  CHECK(e == "the field 'command' appears twice in one object: give each field once");
+  CHECK(has(err(R"({"command":"fail","args":["a"],"args":["b"]})"), "'args' appears twice"));
+  CHECK(has(err(R"({"command":"fail","args":[{"x":1,"x":2}]})"), "'x' appears twice"));
+  // Echoed input is bounded, and invalid UTF-8 or NUL in it never throws.
+  e = err("{\"command\":\"" + std::string(60000, 'x') + "\"}");
+  CHECK(has(e, "unknown command 'xxxx"));
+  CHECK(has(e, "...' (60000 bytes)"));
+  CHECK(e.size() < 400);
+  CHECK(has(err("{\"command\":\"\xc3\x28\xff\"}"), "invalid JSON"));  // nlohmann checks UTF-8
+  CHECK(has(err("{\"\xff\xfe\":1}"), "invalid JSON"));
+  // Cut inside a two-byte character: replaced when the response is encoded.
+  CHECK(has(err("{\"command\":\"" + std::string(63, 'x') + "\xc3\xa9\"}"), "unknown command"));
+  CHECK(has(err(R"({"command":"show paths\u0000"})"), "unknown command"));
+  CHECK(has(err(std::string("{\"command\":\"show paths\"}\0", 25)),
+            "invalid JSON: a NUL byte at column 25"));
+  CHECK(has(err(std::string("{\"command\":\"show paths\"}\0{\"command\":\"fail\"}", 42)),
+            "a NUL byte at column 25"));
+  CHECK(has(err(R"({"command":"fail","args":{"path":"a"}})"), "args must be an array of strings"));
+  CHECK(has(err(R"({"command":"fail","args":null})"), "args must be an array of strings"));
+  CHECK(has(err(R"({"command":"fail","args":[""]})"), "an argument is empty"));
+  CHECK(has(err(R"({"command":"fail","args":["a\nfake log line"]})"), "control character"));
+  CHECK(has(err("{\"command\":\"fail\",\"args\":[\"" + std::string(100, 'a') + "\"]}"),
+            "longer than 64 bytes"));
+  CHECK(has(err("   "), "empty request line"));
   CHECK(rig.api.calls.empty());
 
   // Still serving, and CRLF line ends are accepted.

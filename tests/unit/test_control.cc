@@ -2,8 +2,11 @@
 // io_context run by the test thread, a fake ControlApi, and clients on real
 // Unix sockets that never block (the loop runs until a condition, no sleeps).
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,17 +15,21 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/post.hpp>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "server/control.h"
 #include "server/control_protocol.h"
+#include "server/fd_limits.h"
 
 namespace mp {
 namespace {
@@ -737,6 +744,399 @@ TEST_CASE("handle_line without a socket") {
   // Invalid UTF-8 from anywhere is replaced, never thrown.
   json r = json::parse(ControlServer::handle_line(api, "{\"command\":\"\xc3\x28\"}"));
   CHECK(r["ok"] == false);
+}
+
+// ------------------------------------------------------------------ fuzz ----
+
+// Is `response` exactly one line of JSON: {"ok":true,"result":...} or
+// {"ok":false,"error":"one line"}? "" when it is, else what is wrong.
+std::string bad_response(const std::string& response) {
+  if (response.find('\n') != std::string::npos) return "more than one line";
+  json r;
+  try {
+    r = json::parse(response);
+  } catch (const json::exception& e) {
+    return std::string("not JSON: ") + e.what();
+  }
+  if (!r.is_object() || !r.contains("ok") || !r["ok"].is_boolean()) return "no boolean ok";
+  if (r["ok"] == true) return r.contains("result") && r.size() == 2 ? "" : "ok without result";
+  if (r.size() != 2 || !r.contains("error") || !r["error"].is_string()) return "no error text";
+  const auto& e = r["error"].get_ref<const std::string&>();
+  if (e.empty() || e.size() > 1024) return "error text empty or over 1 KiB";
+  return "";
+}
+
+std::string hex(std::string_view s) {
+  static const char d[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s.substr(0, 256)) {
+    out += d[c >> 4];
+    out += d[c & 15];
+  }
+  return out + (s.size() > 256 ? "..." : "");
+}
+
+// Random and mutated request lines from one seed: valid requests of every
+// command, then byte flips, truncations, insertions of hostile tokens
+// (numbers out of range, deep nesting, duplicate keys, invalid UTF-8, NUL,
+// escapes), spliced pieces and raw random bytes.
+struct LineFuzzer {
+  std::mt19937_64 rng;
+  explicit LineFuzzer(std::uint64_t seed) : rng(seed) {}
+
+  std::size_t below(std::size_t n) { return n == 0 ? 0 : rng() % n; }
+
+  std::string valid() {
+    const auto& c = control::kCommands[below(control::kCommands.size())];
+    static const char* const kArgs[] = {"a",    "b",  "c",   "zz",        "fast",
+                                        "slow", "on", "off", "--dry-run", ""};
+    json req{{"command", std::string(c.name)}};
+    std::size_t n = below(c.max_args + 2);
+    if (n > 0 || below(4) == 0) {
+      json args = json::array();
+      for (std::size_t i = 0; i < n; i++) args.push_back(kArgs[below(std::size(kArgs))]);
+      req["args"] = args;
+    }
+    std::string line = req.dump(below(3) == 0 ? 1 : -1);  // sometimes pretty: inner newlines
+    std::erase(line, '\n');
+    return line;
+  }
+
+  std::string token() {
+    static const char* const kTokens[] = {"1e999",
+                                          "-1e999",
+                                          "123456789012345678901234567890",
+                                          "-0",
+                                          "1e-999",
+                                          "0.0000001e400",
+                                          "NaN",
+                                          "Infinity",
+                                          "true",
+                                          "null",
+                                          "\"",
+                                          "\\",
+                                          "\\u0000",
+                                          "\\ud800",
+                                          "\\uDFFF\\ud800",
+                                          "\xff",
+                                          "\xc3",
+                                          "\xc3\x28",
+                                          "\xe2\x82",
+                                          "\xf0\x9f\x98",
+                                          "\xed\xa0\x80",
+                                          "\r",
+                                          "\t",
+                                          "\x7f",
+                                          "{}",
+                                          "[]",
+                                          ",",
+                                          ":",
+                                          "}",
+                                          "]",
+                                          ",\"command\":\"fail\"",
+                                          ",\"args\":[\"a\"]",
+                                          ",\"args\":{\"x\":1}",
+                                          ",\"command\":\"show paths\"",
+                                          "\"command\":\"reset-stats\","};
+    std::string t = kTokens[below(std::size(kTokens))];
+    switch (below(6)) {
+      case 0:
+        return std::string(1 + below(40), '[') + t;
+      case 1:
+        return std::string(1 + below(40), '{');
+      case 2:
+        return std::string(1, static_cast<char>(below(256)));  // NUL included
+      default:
+        return t;
+    }
+  }
+
+  std::string mutate(std::string line) {
+    for (std::size_t rounds = 1 + below(4); rounds > 0; rounds--) {
+      std::size_t at = below(line.size() + 1);
+      switch (below(7)) {
+        case 0:  // byte flip
+          if (!line.empty()) line[below(line.size())] ^= static_cast<char>(1 + below(255));
+          break;
+        case 1:  // truncation
+          line.resize(at);
+          break;
+        case 2:
+        case 3:  // insertion of a hostile token
+          line.insert(at, token());
+          break;
+        case 4:  // a piece of another request spliced in
+        {
+          std::string other = valid();
+          std::size_t from = below(other.size());
+          line.insert(at, other.substr(from, below(other.size() - from + 1)));
+          break;
+        }
+        case 5:  // deep nesting around it
+        {
+          std::size_t depth = 1 + below(below(2) ? 12 : 3000);
+          line = std::string(depth, '[') + line + std::string(below(depth + 1), ']');
+          break;
+        }
+        case 6:  // a byte run
+          line.insert(at, std::string(1 + below(300), static_cast<char>(below(256))));
+          break;
+      }
+    }
+    return line;
+  }
+
+  std::string line() {
+    switch (below(10)) {
+      case 0: {  // raw random bytes
+        std::string s(below(200), '\0');
+        for (auto& c : s) c = static_cast<char>(below(256));
+        return s;
+      }
+      case 1:
+        return valid();
+      default:
+        return mutate(valid());
+    }
+  }
+};
+
+// MP_FUZZ_SEED, else one random seed for the whole run (printed by each test).
+std::uint64_t fuzz_seed() {
+  static const std::uint64_t seed = [] {
+    const char* s = std::getenv("MP_FUZZ_SEED");
+    return s && *s ? std::strtoull(s, nullptr, 0) : std::uint64_t{std::random_device{}()};
+  }();
+  return seed;
+}
+
+std::size_t fuzz_lines(std::size_t dflt) {
+  if (const char* s = std::getenv("MP_FUZZ_LINES"); s && *s) return std::strtoull(s, nullptr, 0);
+  return dflt;
+}
+
+TEST_CASE("fuzz: every random or mutated line gets exactly one line of JSON") {
+  const std::uint64_t seed = fuzz_seed();
+  const std::size_t count = fuzz_lines(20000);
+  MESSAGE("fuzz seed " << seed << " (MP_FUZZ_SEED=" << seed << " reproduces this run)");
+  LineFuzzer fz(seed);
+  FakeControlApi api;
+  std::size_t ok = 0, refused = 0, bad = 0;
+  for (std::size_t i = 0; i < count; i++) {
+    std::string line = fz.line();
+    std::string r;
+    try {
+      r = ControlServer::handle_line(api, line);
+    } catch (...) {
+      FAIL("seed " << seed << " line " << i << " threw; line (hex) " << hex(line));
+    }
+    if (std::string why = bad_response(r); !why.empty()) {
+      if (bad++ < 5)
+        FAIL_CHECK("seed " << seed << " line " << i << ": " << why << "; line (hex) " << hex(line)
+                           << "; response " << r);
+      continue;
+    }
+    (json::parse(r)["ok"] == true ? ok : refused)++;
+  }
+  MESSAGE(count << " lines: " << ok << " answered, " << refused << " refused");
+  CHECK(bad == 0);
+  CHECK(refused > count / 2);  // the mutations do reach the error paths
+  CHECK(ok > 0);
+}
+
+TEST_CASE("fuzz over a session: one response per line, in order, and the session goes on") {
+  const std::uint64_t seed = fuzz_seed() + 1;  // other lines than the test above
+  const std::size_t count = fuzz_lines(20000) / 10;
+  MESSAGE("fuzz seed " << seed - 1 << " (MP_FUZZ_SEED=" << seed - 1 << " reproduces this run)");
+  LineFuzzer fz(seed);
+  Rig rig;
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string batch;
+  std::size_t sent = 0, got = 0;
+  auto drain = [&](std::size_t until) {
+    while (got < until) {
+      auto l = c.line();
+      REQUIRE_MESSAGE(l.has_value(), "seed " << seed << ": no response " << got);
+      std::string why = bad_response(*l);
+      REQUIRE_MESSAGE(why.empty(), "seed " << seed << " response " << got << ": " << why);
+      got++;
+    }
+  };
+  while (sent < count) {
+    std::string line = fz.line();
+    std::replace(line.begin(), line.end(), '\n', ' ');  // one line each
+    if (!line.empty() && line.back() == '\r') line.back() = ' ';
+    batch += line + (fz.below(2) ? "\n" : "\r\n");
+    sent++;
+    if (fz.below(16) == 0 || sent == count) {
+      // Sent in random slices, so lines arrive split across reads.
+      for (std::size_t off = 0; off < batch.size();) {
+        std::size_t n = 1 + fz.below(4096);
+        c.send(std::string_view(batch).substr(off, n));
+        off += n;
+      }
+      batch.clear();
+      drain(sent);
+    }
+  }
+  CHECK(got == count);
+  CHECK(c.command("show stats")["ok"] == true);
+  CHECK(!c.closed);
+}
+
+// ------------------------------------------------------------ pipelining ----
+
+TEST_CASE("a client may pipeline 20,000 requests before it reads any response") {
+  ControlLimits lim;
+  lim.write_stall = 5000ms;
+  Rig rig(lim);
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string reqs;
+  for (int i = 0; i < 20000; i++) reqs += "{\"command\":\"show paths\"}\n";  // 520 KB
+  // Completes although the client reads nothing meanwhile: the server keeps
+  // taking requests (up to max_input) while its responses back up.
+  auto t0 = std::chrono::steady_clock::now();
+  c.send(reqs);
+  CHECK(std::chrono::steady_clock::now() - t0 < lim.write_stall);
+  CHECK(rig.server->sessions() == 1);
+  int answered = 0;
+  for (int i = 0; i < 20000; i++) {
+    auto l = c.line();
+    REQUIRE_MESSAGE(l.has_value(), "response " << i << " missing");
+    answered += json::parse(*l)["ok"] == true;
+  }
+  CHECK(answered == 20000);
+  CHECK(!rig.logged("stopped reading"));
+}
+
+TEST_CASE(
+    "a client that pipelines and never reads is closed; it can read what was sent, then EOF") {
+  ::signal(SIGPIPE, SIG_DFL);  // a server write to a closed peer must not raise it
+  ControlLimits lim;
+  lim.write_stall = 200ms;
+  Rig rig(lim);
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string reqs;
+  for (int i = 0; i < 20000; i++) reqs += "{\"command\":\"show paths\"}\n";
+  c.send(reqs);  // completes, as above
+  CHECK(rig.run_until([&] { return rig.logged("stopped reading"); }));
+  CHECK(rig.server->sessions() == 0);
+  // What the kernel took before the close is there, in order; then EOF.
+  std::string data;
+  std::error_code ec;
+  c.sock.non_blocking(false);
+  char tmp[65536];
+  while (!ec) data.append(tmp, c.sock.read_some(asio::buffer(tmp), ec));
+  CHECK(ec == asio::error::eof);
+  auto lines = std::count(data.begin(), data.end(), '\n');
+  MESSAGE("a client that never read got " << lines << " of 20000 responses (" << data.size()
+                                          << " bytes) and then EOF");
+  CHECK(lines > 0);
+  CHECK(lines < 20000);
+  CHECK(json::parse(data.substr(0, data.find('\n')))["ok"] == true);
+  // A client that closes with responses pending: the server's write fails
+  // with EPIPE, never SIGPIPE (asio sends with MSG_NOSIGNAL).
+  for (int i = 0; i < 20; i++) {
+    Client gone(rig);
+    gone.send(reqs.substr(0, 26 * 2000));
+    REQUIRE(rig.run_until([&] { return rig.api.calls.size() > 0; }));
+  }
+  CHECK(rig.run_until([&] { return rig.server->sessions() == 0; }));
+  Client after(rig);
+  CHECK(after.command("show stats")["ok"] == true);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+// ----------------------------------------------------------- descriptors ----
+
+// Lowers this process's soft descriptor limit and fills the table, so that
+// the next accept fails with EMFILE; undone when it goes out of scope.
+struct NoDescriptors {
+  rlimit saved{};
+  std::vector<int> fds;
+  NoDescriptors() {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    for (;;) {
+      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) break;
+      fds.push_back(fd);
+      if (fds.size() == 256) {  // lower the limit to what is open now
+        rlimit rl = saved;
+        rl.rlim_cur = static_cast<rlim_t>(fd + 1);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &rl) == 0);
+      }
+    }
+    REQUIRE(errno == EMFILE);
+  }
+  void free_some(std::size_t n) {
+    for (; n > 0 && !fds.empty(); n--) {
+      ::close(fds.back());
+      fds.pop_back();
+    }
+  }
+  ~NoDescriptors() {
+    free_some(fds.size());
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+  }
+};
+
+int count_in(const std::vector<std::string>& logs, const std::string& needle) {
+  return static_cast<int>(std::count_if(logs.begin(), logs.end(), [&](const std::string& l) {
+    return l.find(needle) != std::string::npos;
+  }));
+}
+
+TEST_CASE("out of descriptors: the control socket still answers, one at a time, logged once") {
+  Rig rig;
+  REQUIRE(rig.server->start() == "");
+  // Clients' sockets are made first: the table is full afterwards.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; i++) clients.push_back(std::make_unique<Client>(rig));
+  {
+    NoDescriptors full;
+    for (auto& c : clients) {
+      CHECK(c->command("show paths")["ok"] == true);
+      c->sock.shutdown(stream_protocol::socket::shutdown_send);
+      CHECK(c->wait_closed());  // its descriptor becomes the reserve again
+    }
+    CHECK(count_in(rig.logs, "out of file descriptors (limit ") == 1);
+    CHECK(rig.logged("control socket " + rig.cfg.socket + ": out of file descriptors"));
+    CHECK(rig.server->sessions() == 0);
+    full.free_some(4);
+    Client c(rig);  // accepted normally: recovered
+    CHECK(c.command("show stats")["ok"] == true);
+  }
+  CHECK(count_in(rig.logs, "file descriptors are available again") == 1);
+  CHECK(count_in(rig.logs, "out of file descriptors") == 1);
+}
+
+std::string g_fd_limit_said;  // what raise_fd_limit reported
+void record_debug(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  g_fd_limit_said = buf;
+}
+
+TEST_CASE("raise_fd_limit raises the soft limit to the hard limit") {
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  rlimit low = saved;
+  low.rlim_cur = 64;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  raise_fd_limit(record_debug);
+  rlimit now{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &now) == 0);
+  CHECK(now.rlim_cur == (saved.rlim_max == RLIM_INFINITY ? now.rlim_cur : saved.rlim_max));
+  CHECK(now.rlim_cur > 64);
+  CHECK(
+      has(g_fd_limit_said, "raised the open-file limit (RLIMIT_NOFILE) from 64 to the hard limit"));
+  ::setrlimit(RLIMIT_NOFILE, &saved);
 }
 
 }  // namespace

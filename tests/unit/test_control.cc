@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -854,7 +855,20 @@ struct LineFuzzer {
   std::string mutate(std::string line) {
     for (std::size_t rounds = 1 + below(4); rounds > 0; rounds--) {
       std::size_t at = below(line.size() + 1);
-      switch (below(7)) {
+      switch (below(9)) {
+        case 8:  // a field given again: {"command":"show paths","command":"fail"}
+          if (auto close = line.rfind('}'); close != std::string::npos && close > 1)
+            line.insert(close, below(2) ? ",\"command\":\"fail\"" : ",\"args\":[\"a\"]");
+          break;
+        case 7:  // a value replaced by a hostile token: {"command":1e999}
+        {
+          std::size_t colon = line.find(':', below(line.size() + 1));
+          if (colon == std::string::npos) colon = line.find(':');
+          if (colon == std::string::npos) break;
+          std::size_t end = line.find_first_of(",}", colon);
+          line.replace(colon + 1, end == std::string::npos ? 0 : end - colon - 1, token());
+          break;
+        }
         case 0:  // byte flip
           if (!line.empty()) line[below(line.size())] ^= static_cast<char>(1 + below(255));
           break;
@@ -922,6 +936,13 @@ TEST_CASE("fuzz: every random or mutated line gets exactly one line of JSON") {
   LineFuzzer fz(seed);
   FakeControlApi api;
   std::size_t ok = 0, refused = 0, bad = 0;
+  // How often each hardened path was taken: each must be reached.
+  std::map<std::string, std::size_t> seen{{"number overflow", 0},
+                                          {"appears twice", 0},
+                                          {"deeper than", 0},
+                                          {"NUL byte", 0},
+                                          {"parse error", 0},
+                                          {"args must be", 0}};
   for (std::size_t i = 0; i < count; i++) {
     std::string line = fz.line();
     std::string r;
@@ -936,9 +957,16 @@ TEST_CASE("fuzz: every random or mutated line gets exactly one line of JSON") {
                            << "; response " << r);
       continue;
     }
-    (json::parse(r)["ok"] == true ? ok : refused)++;
+    json j = json::parse(r);
+    (j["ok"] == true ? ok : refused)++;
+    if (j["ok"] == false)
+      for (auto& [what, n] : seen) n += has(j["error"].get<std::string>(), what);
   }
   MESSAGE(count << " lines: " << ok << " answered, " << refused << " refused");
+  for (const auto& [what, n] : seen) {
+    MESSAGE(what << ": " << n);
+    CHECK_MESSAGE(n > 0, "no line reached '" << what << "'");
+  }
   CHECK(bad == 0);
   CHECK(refused > count / 2);  // the mutations do reach the error paths
   CHECK(ok > 0);

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "server/control.h"
 #include "server/engine.h"
+#include "server/fd_limits.h"
 #include "server/iscsi_path.h"
 #include "server/loop.h"
 #include "server/metrics.h"
@@ -52,6 +53,7 @@ void log_line(mp::LogLevel level, const std::string& line) {
 }
 
 void mp_load() noexcept {
+  mp::raise_fd_limit(nbdkit_debug);  // soft RLIMIT_NOFILE up to the hard limit
   g = new (std::nothrow) State;
 }
 

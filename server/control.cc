@@ -52,11 +52,13 @@ const char kExample[] = "send one JSON object per line, such as {\"command\": \"
 // '[' would still become a 64 Ki-deep tree for nothing).
 constexpr int kMaxDepth = 8;
 
-// nlohmann's message without its "[json.exception.parse_error.101] " tag.
+// nlohmann's message without its "[json.exception.parse_error.101] " tag,
+// printable (its "last read" quotes the input, DEL bytes included).
 std::string nlohmann_message(const json::exception& e) {
   std::string m = e.what();
   auto p = m.find("] ");
   if (p != std::string::npos) m.erase(0, p + 2);
+  m = control::printable(m);
   // "last read: '...'" quotes the token, which can be most of a 64 KiB line.
   if (m.size() > 200) m = m.substr(0, 200) + "...";
   return m;

@@ -90,14 +90,36 @@ inline std::string usage(const Command& c) {
   return s;
 }
 
-// 'text' for an error sentence: at most 64 bytes of it, so that echoing a
-// client's input never makes a long response or log line. Control bytes are
-// left to the JSON encoder (escaped) and invalid UTF-8 to control::dump.
+// `text` with its control bytes shown as \n, \t or \xNN, so that echoing a
+// client's input never makes a sentence over several lines or a forged log
+// line. Invalid UTF-8 is left to control::dump (replaced).
+inline std::string printable(std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c == '\n') {
+      s += "\\n";
+    } else if (c == '\t') {
+      s += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      s += "\\x";
+      s += kHex[c >> 4];
+      s += kHex[c & 15];
+    } else {
+      s += static_cast<char>(c);
+    }
+  }
+  return s;
+}
+
+// 'text' for an error sentence: printable, and at most 64 bytes of it, so
+// that echoing a client's input never makes a long response or log line.
 inline std::string quote(std::string_view text) {
   constexpr std::size_t kMax = 64;
-  if (text.size() <= kMax) return "'" + std::string(text) + "'";
-  return "'" + std::string(text.substr(0, kMax)) + "...' (" + std::to_string(text.size()) +
-         " bytes)";
+  std::string s = "'" + printable(text.substr(0, kMax));
+  if (text.size() <= kMax) return s + "'";
+  return s + "...' (" + std::to_string(text.size()) + " bytes)";
 }
 
 // Collapses runs of blanks and trims: "  show   paths " -> "show paths".

@@ -432,7 +432,8 @@ TEST_CASE("bad requests get one-sentence errors and the session goes on") {
   CHECK(has(err("{\"\xff\xfe\":1}"), "invalid JSON"));
   // Cut inside a two-byte character: replaced when the response is encoded.
   CHECK(has(err("{\"command\":\"" + std::string(63, 'x') + "\xc3\xa9\"}"), "unknown command"));
-  CHECK(has(err(R"({"command":"show paths\u0000"})"), "unknown command"));
+  CHECK(has(err(R"({"command":"show paths\u0000"})"), "unknown command 'show paths\\x00'"));
+  CHECK(has(err(R"({"command":"show\npaths\t"})"), "unknown command 'show\\npaths'"));
   CHECK(has(err(std::string("{\"command\":\"show paths\"}\0", 25)),
             "invalid JSON: a NUL byte at column 25"));
   CHECK(has(err(std::string("{\"command\":\"show paths\"}\0{\"command\":\"fail\"}", 42)),
@@ -764,6 +765,8 @@ std::string bad_response(const std::string& response) {
   if (r.size() != 2 || !r.contains("error") || !r["error"].is_string()) return "no error text";
   const auto& e = r["error"].get_ref<const std::string&>();
   if (e.empty() || e.size() > 1024) return "error text empty or over 1 KiB";
+  for (unsigned char c : e)
+    if (c < 0x20 || c == 0x7f) return "a control character in the error text";
   return "";
 }
 
@@ -937,12 +940,9 @@ TEST_CASE("fuzz: every random or mutated line gets exactly one line of JSON") {
   FakeControlApi api;
   std::size_t ok = 0, refused = 0, bad = 0;
   // How often each hardened path was taken: each must be reached.
-  std::map<std::string, std::size_t> seen{{"number overflow", 0},
-                                          {"appears twice", 0},
-                                          {"deeper than", 0},
-                                          {"NUL byte", 0},
-                                          {"parse error", 0},
-                                          {"args must be", 0}};
+  std::map<std::string, std::size_t> seen{{"number overflow", 0}, {"appears twice", 0},
+                                          {"deeper than", 0},     {"NUL byte", 0},
+                                          {"parse error", 0},     {"args must be", 0}};
   for (std::size_t i = 0; i < count; i++) {
     std::string line = fz.line();
     std::string r;

@@ -516,12 +516,20 @@ void ControlServer::Impl::do_accept() {
 void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket sock) {
   if (!running) return;
   if (ec == asio::error::operation_aborted) return;
-  if (ec && FdReserve::exhausted(ec) && reserve.accept(acceptor, sock, ec)) {
-    ec = {};  // accepted on the reserve descriptor
+  if (ec && FdReserve::exhausted(ec)) {
+    switch (reserve.accept(acceptor, sock, ec)) {
+      case FdReserve::Step::Accepted:
+        break;  // served below
+      case FdReserve::Step::BackOff:
+        accept_retry.expires_after(FdReserve::kBackOff);
+        accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
+          if (!e && self->running) self->do_accept();
+        });
+        return;
+    }
   } else if (ec) {
-    // Out of descriptors with the reserve lent out, or another error: retry
-    // a little later rather than spin (the connection stays queued).
-    if (!FdReserve::exhausted(ec) && !accept_error_logged) {
+    // Retry a little later rather than spin (the connection stays queued).
+    if (!accept_error_logged) {
       log(true,
           "control socket " + cfg.socket + ": accept failed: " + ec.message() + " (retrying)");
       accept_error_logged = true;

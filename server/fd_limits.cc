@@ -3,6 +3,8 @@
 #include "server/fd_limits.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -82,28 +84,64 @@ void FdReserve::note_exhausted(const std::error_code& ec) {
 }
 
 void FdReserve::accepted() {
-  if (exhausted_) {
+  take();
+  // A spare descriptor for the connection and the full reserve: the episode
+  // is over (not a descriptor that flickered free for a moment).
+  if (exhausted_ && held_ == kReserved) {
     exhausted_ = false;
     log_(false, what_ + ": file descriptors are available again");
   }
-  take();
+}
+
+bool FdReserve::pending(int listener) {
+  pollfd p{listener, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+void FdReserve::yield() {
+  ::sched_yield();
 }
 
 void FdReserve::take() {
-  if (fd_ >= 0 || stopped_) return;
-  fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // -1: retried at the next chance
+  if (stopped_) return;
+  for (int& fd : fds_) {
+    if (fd >= 0) continue;
+    fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;  // retried at the next chance
+    held_++;
+  }
 }
 
 bool FdReserve::free_for_accept() {
-  if (fd_ < 0) return false;
-  ::close(fd_);
-  fd_ = -1;
+  if (held_ == 0) return false;
+  for (int& fd : fds_) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  held_ = 0;
   return true;
+}
+
+bool FdReserve::free_one() {
+  for (int& fd : fds_) {
+    if (fd < 0) continue;
+    ::close(fd);
+    fd = -1;
+    held_--;
+    return true;
+  }
+  return false;
 }
 
 void FdReserve::adopt(int fd) {
   ::shutdown(fd, SHUT_RDWR);  // the client sees EOF now, as if it were closed
-  fd_ = fd;
+  for (int& r : fds_) {
+    if (r >= 0) continue;
+    r = fd;
+    held_++;
+    return;
+  }
+  ::close(fd);
 }
 
 void FdReserve::hold(std::string what) {
@@ -115,8 +153,7 @@ void FdReserve::hold(std::string what) {
 
 void FdReserve::release() {
   stopped_ = true;
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+  free_for_accept();
 }
 
 }  // namespace mp

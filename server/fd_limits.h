@@ -11,8 +11,10 @@
 //
 //   accept fails, EMFILE ──► log once ──► close the reserve, accept again at once
 //                                          ├─ got it: serve the connection
+//                                          ├─ EMFILE (another thread took the
+//                                          │  descriptor): retry, up to kSpin
 //                                          └─ did not: retake the reserve, back off
-//   a connection closes, reserve missing ──► its socket is shut down (the
+//   a connection closes, reserve short ──►   its socket is shut down (the
 //                                            client sees EOF) and kept as the
 //                                            reserve: the descriptor is never
 //                                            free, so nobody takes it in between
@@ -21,7 +23,9 @@
 // event loop). raise_fd_limit runs once, before any thread starts.
 #pragma once
 
+#include <array>
 #include <asio/error.hpp>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <system_error>
@@ -48,13 +52,21 @@ class FdReserve {
   // Is `ec` the process or the system being out of file descriptors?
   static bool exhausted(const std::error_code& ec);
 
+  // What the listener does next, after an accept that failed for want of
+  // descriptors.
+  enum class Step {
+    Accepted,  // `sock` is the client's connection: serve it
+    // Accept again after kBackOff. Not on the listener's readiness: Asio's
+    // edge-triggered epoll reported a client already waiting before the
+    // wait began, and would not again.
+    BackOff,
+  };
+
   // After async_accept failed with `ec` (exhausted(ec)): logs the exhaustion
-  // (once until recovered), frees the reserve and accepts one connection on
-  // `acceptor` without blocking. True and `sock` open when a connection was
-  // accepted; false when the caller should back off and retry (no reserve
-  // was held, or the connection went away: the reserve is then retaken).
+  // (once until recovered) and, when a client is waiting, frees the reserve
+  // and accepts it on `acceptor` (blocking the loop for at most kSpin).
   template <class Acceptor, class Socket>
-  bool accept(Acceptor& acceptor, Socket& sock, const std::error_code& ec);
+  Step accept(Acceptor& acceptor, Socket& sock, const std::error_code& ec);
 
   // An accept succeeded without the reserve: descriptors are available, so
   // an exhaustion episode ends (noted once), and a missing reserve is retaken.
@@ -72,38 +84,71 @@ class FdReserve {
   // Closes the reserve until the next hold() (the listener stops). Idempotent.
   void release();
 
-  bool held() const { return fd_ >= 0; }
+  bool held() const { return held_ > 0; }
+
+  // Descriptors held in reserve. Two, because freeing one for an accept
+  // races with every other thread that accepts or opens: nbdkit's own accept
+  // loop spins on EMFILE and takes any descriptor that comes free (it then
+  // fails to make its per-connection pipe and frees it again, but not within
+  // microseconds). If it is first, the second is freed for a second try.
+  static constexpr int kReserved = 2;
+
+  // Longest an accept retries when other threads took the freed descriptors
+  // first: the event loop stalls at most this long per kBackOff, and only
+  // while descriptors are exhausted and a client is waiting.
+  static constexpr std::chrono::milliseconds kSpin{5};
+  // Between tries while descriptors are exhausted: a control client waits at
+  // most about this long to be accepted.
+  static constexpr std::chrono::milliseconds kBackOff{10};
 
  private:
   void note_exhausted(const std::error_code& ec);
-  void take();             // opens /dev/null when no reserve is held
-  bool free_for_accept();  // closes the reserve: true if one was held
-  void adopt(int fd);      // shuts `fd` (a released socket) down and keeps it
+  void take();             // fills the missing reserve descriptors with /dev/null
+  bool free_for_accept();  // closes the reserve descriptors: true if one was held
+  bool free_one();         // closes one reserve descriptor: true if one was held
+  void adopt(int fd);      // shuts `fd` (a released socket) down and keeps it, or closes it
+  static bool pending(int listener);  // a client waits in the listener's backlog
+  static void yield();                // lets other threads run
   std::string what_;
   Log log_;
-  // The reserve: /dev/null, or a shut-down socket adopted at close; -1 while
-  // it is lent out (to an accepted connection) or after release().
-  int fd_ = -1;
+  // The reserve: each /dev/null or a shut-down socket adopted at close, or
+  // -1 while lent out (to an accepted connection) or after release().
+  std::array<int, kReserved> fds_{-1, -1};
+  int held_ = 0;            // entries of fds_ that are >= 0
   bool exhausted_ = false;  // logged, and not yet recovered
   bool stopped_ = true;     // not between hold() and release(): never take one
 };
 
 template <class Acceptor, class Socket>
-bool FdReserve::accept(Acceptor& acceptor, Socket& sock, const std::error_code& ec) {
+FdReserve::Step FdReserve::accept(Acceptor& acceptor, Socket& sock, const std::error_code& ec) {
   note_exhausted(ec);
-  if (!free_for_accept()) return false;
+  // With no descriptor free, accept fails with EMFILE before it looks for a
+  // connection: free the reserve only for a client that is there.
+  if (!pending(acceptor.native_handle())) {
+    take();
+    return Step::BackOff;
+  }
+  // One reserve descriptor at a time: if another thread takes the first
+  // (between our close and our accept), the next one is freed.
+  const auto until = std::chrono::steady_clock::now() + kSpin;
   std::error_code e;
-  acceptor.non_blocking(true, e);  // a connection that went away: would_block, not a hang
-  if (!e) acceptor.accept(sock, e);
-  if (!e) return true;
+  acceptor.non_blocking(true, e);  // a client that went away: would_block, not a hang
+  while (!e) {
+    bool freed = free_one();
+    acceptor.accept(sock, e);
+    if (!e || !exhausted(e)) break;
+    if (!freed && std::chrono::steady_clock::now() >= until) break;
+    e.clear();
+    if (!freed) yield();  // none left: let other threads give one back, for kSpin
+  }
   take();
-  return false;
+  return e ? Step::BackOff : Step::Accepted;
 }
 
 template <class Socket>
 void FdReserve::close(Socket& sock) {
   std::error_code ignored;
-  if (fd_ >= 0 || stopped_ || !sock.is_open()) {
+  if (held_ == kReserved || stopped_ || !sock.is_open()) {
     sock.close(ignored);
     return;
   }

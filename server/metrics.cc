@@ -511,12 +511,20 @@ void MetricsServer::Impl::accept() {
       self->accept();  // the client gave up while queued; nothing wrong here
       return;
     }
-    if (ec && FdReserve::exhausted(ec) && self->reserve.accept(self->acceptor, socket, ec)) {
-      ec = {};  // accepted on the reserve descriptor
+    if (ec && FdReserve::exhausted(ec)) {
+      switch (self->reserve.accept(self->acceptor, socket, ec)) {
+        case FdReserve::Step::Accepted:
+          break;  // served below
+        case FdReserve::Step::BackOff:
+          self->retry_timer.expires_after(FdReserve::kBackOff);
+          self->retry_timer.async_wait([self](std::error_code tec) {
+            if (!tec) self->accept();
+          });
+          return;
+      }
     } else if (ec) {
-      // Out of descriptors with the reserve lent out, or another error: say
-      // so once, and try again shortly rather than spinning on it.
-      if (!FdReserve::exhausted(ec) && !self->accept_error_logged) {
+      // Say so once, and try again shortly rather than spinning on it.
+      if (!self->accept_error_logged) {
         self->accept_error_logged = true;
         self->log(true, "metrics: cannot accept a connection on " + self->where + ": " +
                             error_text(ec) + " (retrying)");

@@ -78,9 +78,9 @@ void FdReserve::note_exhausted(const std::error_code& ec) {
   log_(true, what_ + ": out of file descriptors (" +
                  (system ? std::string("the system's file table is full")
                          : "limit " + std::to_string(soft_limit())) +
-                 "): each new connection is served on one reserved descriptor until some are "
-                 "free; raise the open-file limit (ulimit -n, systemd LimitNOFILE=) or connect "
-                 "fewer NBD clients");
+                 "): new connections are accepted on reserved descriptors only; raise the "
+                 "open-file limit (ulimit -n, systemd LimitNOFILE=) or connect fewer NBD "
+                 "clients");
 }
 
 void FdReserve::accepted() {
@@ -112,14 +112,12 @@ void FdReserve::take() {
   }
 }
 
-bool FdReserve::free_for_accept() {
-  if (held_ == 0) return false;
+void FdReserve::close_all() {
   for (int& fd : fds_) {
     if (fd >= 0) ::close(fd);
     fd = -1;
   }
   held_ = 0;
-  return true;
 }
 
 bool FdReserve::free_one() {
@@ -153,7 +151,7 @@ void FdReserve::hold(std::string what) {
 
 void FdReserve::release() {
   stopped_ = true;
-  free_for_accept();
+  close_all();
 }
 
 }  // namespace mp

@@ -1,23 +1,28 @@
-// File descriptors: the open-file limit raised at start-up, and a reserved
-// descriptor that keeps a listener (control, metrics) answering when the
+// File descriptors: the open-file limit raised at start-up, and reserved
+// descriptors that keep a listener (control, metrics) answering when the
 // process has none left.
 //
 // When the process is out of descriptors (EMFILE, or ENFILE for the whole
-// system), accept() fails and leaves the connection queued: the listener stays
-// readable and an event loop would retry at once, forever. nbdkit itself does
-// exactly that for NBD clients (1.32: it loops on accept, logging each
-// failure), and takes any descriptor that becomes free within microseconds.
-// So a listener holds one descriptor in reserve:
+// system), accept() fails before it even looks for a connection, and leaves
+// any connection queued: an event loop that retried at once would spin. So a
+// listener holds kReserved descriptors (on /dev/null) and, while exhausted,
+// looks for a waiting client every kBackOff:
 //
-//   accept fails, EMFILE ──► log once ──► close the reserve, accept again at once
-//                                          ├─ got it: serve the connection
-//                                          ├─ EMFILE (another thread took the
-//                                          │  descriptor): retry, up to kSpin
-//                                          └─ did not: retake the reserve, back off
-//   a connection closes, reserve short ──►   its socket is shut down (the
-//                                            client sees EOF) and kept as the
-//                                            reserve: the descriptor is never
-//                                            free, so nobody takes it in between
+//   accept fails, EMFILE ──► log once ──► no client waiting: look again later
+//                                          └─ a client waits: close one reserve
+//                                             descriptor, accept at once (again
+//                                             with the next one if another
+//                                             thread was first; then retry for
+//                                             up to kSpin), retake the rest
+//   a connection closes, reserve short ──► its socket is shut down (the client
+//                                          sees EOF) and kept as a reserve
+//                                          descriptor: never free, so nobody
+//                                          else takes it in between
+//
+// What it cannot do: a descriptor freed for an accept can be taken by another
+// thread first. nbdkit's own accept loop does so while NBD clients queue: it
+// retries accept at once on EMFILE (1.32 and later), logging each failure,
+// and keeps what it gets when an NBD client completes its handshake on it.
 //
 // Threading: an FdReserve belongs to one listener and runs on its thread (the
 // event loop). raise_fd_limit runs once, before any thread starts.
@@ -104,7 +109,7 @@ class FdReserve {
  private:
   void note_exhausted(const std::error_code& ec);
   void take();             // fills the missing reserve descriptors with /dev/null
-  bool free_for_accept();  // closes the reserve descriptors: true if one was held
+  void close_all();        // closes the reserve descriptors
   bool free_one();         // closes one reserve descriptor: true if one was held
   void adopt(int fd);      // shuts `fd` (a released socket) down and keeps it, or closes it
   static bool pending(int listener);  // a client waits in the listener's backlog

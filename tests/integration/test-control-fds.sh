@@ -8,11 +8,7 @@ mp_init
 mp_require nbdkit prlimit
 _mp_require_python
 
-MP_CTL=${MP_CTL:-$(dirname "$MP_PLUGIN")/nbd-multipath-ctl}
-if [[ ! -x $MP_CTL ]]; then
-  [[ -n $_MP_PLUGIN_DEFAULTED ]] && mp_skip "nbd-multipath-ctl not built: $MP_CTL (set MP_CTL)"
-  fail "MP_CTL is not an executable: $MP_CTL"
-fi
+mp_require_ctl
 hard=$(ulimit -Hn)
 soft=$(ulimit -Sn)
 [[ $hard == unlimited ]] || ((hard > 256)) ||
@@ -43,11 +39,7 @@ mp_log "started with a soft limit of 64 (hard $hard): the server runs with $mp_s
   fail "hard open-file limit $mp_hard, expected $hard"
 
 ctl() { timeout -k 5 20 "$MP_CTL" -s "$CTL_SOCK" --timeout 5 "$@"; }
-both_active() {
-  local out
-  out=$(ctl show paths) || return 1
-  grep -Eq '^a .* active ' <<<"$out" && grep -Eq '^b .* active ' <<<"$out"
-}
+both_active() { ctl_paths_active "$CTL_SOCK" a b; }
 wait_for "both paths to be active" 20 both_active
 
 # --- out of descriptors: limits 64/64 now, as under `ulimit -Hn 64` ---

@@ -12,11 +12,7 @@ mp_init
 mp_require nbdkit
 _mp_require_python
 
-MP_CTL=${MP_CTL:-$(dirname "$MP_PLUGIN")/nbd-multipath-ctl}
-if [[ ! -x $MP_CTL ]]; then
-  [[ -n $_MP_PLUGIN_DEFAULTED ]] && mp_skip "nbd-multipath-ctl not built: $MP_CTL (set MP_CTL)"
-  fail "MP_CTL is not an executable: $MP_CTL"
-fi
+mp_require_ctl
 
 SEED=${MP_FUZZ_SEED:-$((RANDOM * 32768 + RANDOM))}
 mp_log "fuzz seed $SEED (MP_FUZZ_SEED=$SEED reproduces this run)"
@@ -42,11 +38,7 @@ YAML
 start_multipath mp config="$MP_TMP/mp.yaml"
 
 ctl() { timeout -k 5 30 "$MP_CTL" -s "$CTL_SOCK" --timeout 10 "$@"; }
-both_active() {
-  local out
-  out=$(ctl show paths) || return 1
-  grep -Eq '^alpha .* active ' <<<"$out" && grep -Eq '^bravo .* active ' <<<"$out"
-}
+both_active() { ctl_paths_active "$CTL_SOCK" alpha bravo; }
 wait_for "both paths to be active" 20 both_active
 
 start_workload w "$(mp_uri mp)" --duration 12 --connections 2 --seed "$SEED"

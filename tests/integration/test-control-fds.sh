@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # File descriptors: the plugin raises its soft open-file limit to the hard
-# limit at start-up; and with both limits at 64 and 80 NBD clients holding or
-# queueing connections (nbdkit then fails every accept with EMFILE), the
-# control socket still answers, and the exhaustion is logged exactly once.
+# limit at start-up; and with both limits then lowered to 64 (as under
+# `ulimit -Hn 64`) and the descriptor table filled by NBD clients (each holds
+# a socket and a pipe pair in nbdkit), 20 control requests in a row are
+# answered, and the exhaustion is logged exactly once.
 source "$(dirname "$0")/functions.sh"
 mp_init
 mp_require nbdkit prlimit

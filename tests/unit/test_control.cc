@@ -31,6 +31,7 @@
 #include "server/control.h"
 #include "server/control_protocol.h"
 #include "server/fd_limits.h"
+#include "tests/unit/no_descriptors.h"
 
 namespace mp {
 namespace {
@@ -1079,37 +1080,6 @@ TEST_CASE(
 }
 
 // ----------------------------------------------------------- descriptors ----
-
-// Lowers this process's soft descriptor limit and fills the table, so that
-// the next accept fails with EMFILE; undone when it goes out of scope.
-struct NoDescriptors {
-  rlimit saved{};
-  std::vector<int> fds;
-  NoDescriptors() {
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    for (;;) {
-      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (fd < 0) break;
-      fds.push_back(fd);
-      if (fds.size() == 256) {  // lower the limit to what is open now
-        rlimit rl = saved;
-        rl.rlim_cur = static_cast<rlim_t>(fd + 1);
-        REQUIRE(::setrlimit(RLIMIT_NOFILE, &rl) == 0);
-      }
-    }
-    REQUIRE(errno == EMFILE);
-  }
-  void free_some(std::size_t n) {
-    for (; n > 0 && !fds.empty(); n--) {
-      ::close(fds.back());
-      fds.pop_back();
-    }
-  }
-  ~NoDescriptors() {
-    free_some(fds.size());
-    ::setrlimit(RLIMIT_NOFILE, &saved);
-  }
-};
 
 int count_in(const std::vector<std::string>& logs, const std::string& needle) {
   return static_cast<int>(std::count_if(logs.begin(), logs.end(), [&](const std::string& l) {

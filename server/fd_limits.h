@@ -108,10 +108,10 @@ class FdReserve {
 
  private:
   void note_exhausted(const std::error_code& ec);
-  void take();             // fills the missing reserve descriptors with /dev/null
-  void close_all();        // closes the reserve descriptors
-  bool free_one();         // closes one reserve descriptor: true if one was held
-  void adopt(int fd);      // shuts `fd` (a released socket) down and keeps it, or closes it
+  void take();         // fills the missing reserve descriptors with /dev/null
+  void close_all();    // closes the reserve descriptors
+  bool free_one();     // closes one reserve descriptor: true if one was held
+  void adopt(int fd);  // shuts `fd` (a released socket) down and keeps it, or closes it
   static bool pending(int listener);  // a client waits in the listener's backlog
   static void yield();                // lets other threads run
   std::string what_;

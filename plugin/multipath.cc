@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 #include "server/disk.h"
+#include "server/fd_limits.h"
 #include "server/path_factory.h"
 #include "server/service.h"
 
@@ -60,6 +61,7 @@ void check_nbdkit() noexcept {
 }
 
 void mp_load() noexcept {
+  mp::raise_fd_limit(nbdkit_debug);  // soft RLIMIT_NOFILE up to the hard limit
   g = new (std::nothrow) State;
   check_nbdkit();
 }

@@ -13,7 +13,6 @@
 #include "config/config.h"
 #include "server/disk.h"
 #include "server/fd_limits.h"
-#include "server/path_factory.h"
 #include "server/service.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -107,26 +106,12 @@ int mp_config_complete() noexcept try {
 // and the disk's size and capabilities are known (server/disk.h: what every
 // reachable path can do, and they must all reach the same disk).
 int mp_get_ready() noexcept try {
-  const auto& cfg = g->cfg;
-  mp::DiskBuilder disk(cfg);
-  for (const auto& p : cfg.paths) {
-    mp::PathCaps k;
-    std::string err;
-    if (!mp::probe_path(p, cfg.timeouts.connect, &k, &err)) {
-      nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(),
-                   mp::config::redacted_uri(p.uri).c_str(), err.c_str());
-      continue;
-    }
-    if (std::string why = disk.add(p.name, k); !why.empty()) {
-      nbdkit_error("%s", why.c_str());
-      return -1;
-    }
-  }
-  if (disk.empty()) {
-    nbdkit_error("no path is reachable: start at least one upstream server, or fix the URIs");
+  std::string err = mp::probe_disk(
+      g->cfg, [](const std::string& line) { nbdkit_error("%s", line.c_str()); }, &g->disk);
+  if (!err.empty()) {
+    nbdkit_error("%s", err.c_str());
     return -1;
   }
-  g->disk = disk.disk();
   return 0;
 } catch (const std::exception& e) {
   nbdkit_error("%s", e.what());

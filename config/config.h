@@ -157,9 +157,9 @@ const char* to_string(SelectorKind k);
 // cut after 80 characters ("...").
 std::string quote(std::string_view text);
 
-// The English text of an errno value. Unlike strerror it takes no locale
-// lock (glibc's strerror goes through gettext, which deadlocked nbdkit's exit
-// under AddressSanitizer), and it is thread-safe.
+// Deprecated, for removal: server/ takes errno text from mp::errno_text
+// (server/errno_text.h), and config/ keeps its own. Only left until
+// server/control.cc and server/metrics.cc no longer call it.
 const char* errno_text(int err);
 
 }  // namespace mp::config

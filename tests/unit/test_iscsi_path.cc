@@ -15,8 +15,10 @@
 
 #include "config/config.h"
 #include "server/iscsi_path.h"
+#include "tests/unit/io_wait.h"
 
 using namespace std::chrono_literals;
+using mp::test::run_until;
 
 namespace {
 
@@ -68,15 +70,6 @@ struct Sink final : mp::CommandSink {
   int calls = 0;
   void command_done(mp::PathResult, int) override { calls++; }
 };
-
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  auto end = std::chrono::steady_clock::now() + 10s;
-  while (!done() && std::chrono::steady_clock::now() < end) {
-    io.restart();
-    io.run_one_for(50ms);
-  }
-  return done();
-}
 
 mp::config::Path path_config(const std::string& uri) {
   mp::config::Path p;

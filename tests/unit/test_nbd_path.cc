@@ -27,8 +27,11 @@
 
 #include "config/config.h"
 #include "server/nbd_path.h"
+#include "tests/unit/io_wait.h"
 
 using namespace std::chrono_literals;
+using mp::test::run_for;
+using mp::test::run_until;
 
 namespace {
 
@@ -135,22 +138,6 @@ struct Sink final : mp::CommandSink {
   }
 };
 
-// Runs the loop's handlers until `done` holds, for at most ten seconds.
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  auto end = std::chrono::steady_clock::now() + 10s;
-  while (!done() && std::chrono::steady_clock::now() < end) {
-    io.restart();
-    io.run_one_for(50ms);
-  }
-  return done();
-}
-
-// Runs the loop's handlers for `d`: what must not happen has its chance to.
-void run_for(asio::io_context& io, std::chrono::milliseconds d) {
-  io.restart();
-  io.run_for(d);
-}
-
 mp::config::Path path_config(const Server& s) {
   mp::config::Path p;
   p.name = "a";
@@ -190,6 +177,18 @@ void roundtrip(asio::io_context& io, mp::NbdPath& path, const mp::Command& c, Si
   REQUIRE(run_until(io, [&] { return s.calls > before; }));
 }
 
+// A server, a loop on the test thread, a listener, and a path to the server, connected.
+struct Rig {
+  Server server;
+  asio::io_context io;
+  Listener l;
+  mp::NbdPath path;
+  explicit Rig(const std::vector<std::string>& args)
+      : server(args), path(io, path_config(server), l) {
+    connect(io, path, l);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("connect reports path_connected with the export's capabilities") {
@@ -221,12 +220,8 @@ TEST_CASE("connect reports path_connected with the export's capabilities") {
 
 TEST_CASE("a read-only export and its description reach the capabilities") {
   SKIP_WITHOUT_NBDKIT();
-  Server server(
-      {"-r", "--filter=exportname", "memory", "size=64K", "exportdesc=fixed:the test disk"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"-r", "--filter=exportname", "memory", "size=64K", "exportdesc=fixed:the test disk"});
+  auto& [server, io, l, path] = rig;
   CHECK(l.caps.size == 64u << 10);
   CHECK(l.caps.read_only);
   CHECK(l.caps.has_description);
@@ -235,11 +230,8 @@ TEST_CASE("a read-only export and its description reach the capabilities") {
 
 TEST_CASE("a write then a read returns the data; flush, trim and zero succeed") {
   SKIP_WITHOUT_NBDKIT();
-  Server server({"memory", "size=1M"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"memory", "size=1M"});
+  auto& [server, io, l, path] = rig;
 
   auto data = pattern(64 << 10, 7);
   Sink w;
@@ -293,12 +285,9 @@ TEST_CASE("a write then a read returns the data; flush, trim and zero succeed") 
 TEST_CASE("a command larger than the server's maximum is split, and its parts join") {
   SKIP_WITHOUT_NBDKIT();
   // Requests over 64 KiB fail with EINVAL at the server: only a split succeeds.
-  Server server({"--filter=blocksize-policy", "memory", "size=1M", "blocksize-maximum=64K",
-                 "blocksize-error-policy=error"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"--filter=blocksize-policy", "memory", "size=1M", "blocksize-maximum=64K",
+           "blocksize-error-policy=error"});
+  auto& [server, io, l, path] = rig;
   REQUIRE(l.caps.max_request == 64u << 10);
 
   auto data = pattern((256 + 4) << 10, 3);  // four whole parts and a short one
@@ -331,12 +320,8 @@ TEST_CASE("a command larger than the server's maximum is split, and its parts jo
 
 TEST_CASE("a server's error is RemoteError with its errno, and the connection stays up") {
   SKIP_WITHOUT_NBDKIT();
-  Server server(
-      {"--filter=error", "memory", "size=1M", "error-pread=EIO", "error-pread-rate=100%"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"--filter=error", "memory", "size=1M", "error-pread=EIO", "error-pread-rate=100%"});
+  auto& [server, io, l, path] = rig;
   std::vector<std::byte> buf(4096);
   Sink r;
   roundtrip(io, path, cmd(mp::Op::Read, 0, buf), r);
@@ -351,11 +336,8 @@ TEST_CASE("a server's error is RemoteError with its errno, and the connection st
 
 TEST_CASE("a killed server ends commands in flight with TransportDead, and the path goes down") {
   SKIP_WITHOUT_NBDKIT();
-  Server server({"--filter=delay", "memory", "size=1M", "rdelay=30s"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"--filter=delay", "memory", "size=1M", "rdelay=30s"});
+  auto& [server, io, l, path] = rig;
 
   std::vector<std::byte> bufs[3] = {std::vector<std::byte>(4096), std::vector<std::byte>(4096),
                                     std::vector<std::byte>(4096)};
@@ -404,11 +386,8 @@ TEST_CASE("connecting to a socket nobody listens on reports path_down") {
 
 TEST_CASE("disconnect keeps the retired connection until its commands finish") {
   SKIP_WITHOUT_NBDKIT();
-  Server server({"--filter=delay", "memory", "size=1M", "rdelay=500ms"});
-  asio::io_context io;
-  Listener l;
-  mp::NbdPath path(io, path_config(server), l);
-  connect(io, path, l);
+  Rig rig({"--filter=delay", "memory", "size=1M", "rdelay=500ms"});
+  auto& [server, io, l, path] = rig;
 
   std::vector<std::byte> buf(4096, std::byte{0xee});
   Sink s;

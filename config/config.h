@@ -142,6 +142,9 @@ struct QuickArgs {
   std::vector<std::pair<std::string, std::string>> options;
 };
 LoadResult from_quick_args(const QuickArgs& args);
+// What the plugin was given: config=FILE (when `filename` is not empty) or
+// the quick form, never both.
+LoadResult load(const std::string& filename, const QuickArgs& args);
 
 // Checks a URI's form for a path ("nbd://host[:port][/export]",
 // "nbd+unix:///export?socket=/path", ...). Returns "" when good, else a sentence.

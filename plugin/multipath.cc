@@ -11,12 +11,9 @@
 #include <thread>
 
 #include "config/config.h"
-#include "server/control.h"
 #include "server/disk.h"
-#include "server/engine.h"
-#include "server/loop.h"
-#include "server/metrics.h"
-#include "server/path_factory.h"
+#include "server/fd_limits.h"
+#include "server/service.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -37,11 +34,8 @@ struct State {
   mp::config::QuickArgs quick;
   mp::config::Config cfg;
   mp::PathCaps disk;
-  std::unique_ptr<mp::EventLoop> loop;
-  std::unique_ptr<mp::Engine> engine;
-  std::unique_ptr<mp::ControlServer> control;  // when control.socket is set
-  std::unique_ptr<mp::MetricsServer> metrics;  // when metrics.socket or .listen is set
-  std::thread watcher;                         // turns nbdkit's shutdown into Engine::shutdown
+  std::unique_ptr<mp::Service> service;  // from .after_fork to .cleanup
+  std::thread watcher;                   // turns nbdkit's shutdown into Service::shutdown
 };
 State* g;  // created in .load, freed in .unload
 
@@ -66,6 +60,7 @@ void check_nbdkit() noexcept {
 }
 
 void mp_load() noexcept {
+  mp::raise_fd_limit(nbdkit_debug);  // soft RLIMIT_NOFILE up to the hard limit
   g = new (std::nothrow) State;
   check_nbdkit();
 }
@@ -95,19 +90,7 @@ int mp_config(const char* key, const char* value) noexcept try {
 }
 
 int mp_config_complete() noexcept try {
-  mp::config::LoadResult r;
-  if (!g->config_file.empty()) {
-    if (!g->quick.paths.empty() || !g->quick.options.empty()) {
-      nbdkit_error(
-          "config=%s cannot be combined with path= or other parameters: put them in the "
-          "YAML file",
-          g->config_file.c_str());
-      return -1;
-    }
-    r = mp::config::load_file(g->config_file);
-  } else {
-    r = mp::config::from_quick_args(g->quick);
-  }
+  mp::config::LoadResult r = mp::config::load(g->config_file, g->quick);
   if (!r) {
     nbdkit_error("%s", r.error.c_str());
     return -1;
@@ -123,72 +106,35 @@ int mp_config_complete() noexcept try {
 // and the disk's size and capabilities are known (server/disk.h: what every
 // reachable path can do, and they must all reach the same disk).
 int mp_get_ready() noexcept try {
-  const auto& cfg = g->cfg;
-  mp::DiskBuilder disk(cfg);
-  for (const auto& p : cfg.paths) {
-    mp::PathCaps k;
-    std::string err;
-    if (!mp::probe_path(p, cfg.timeouts.connect, &k, &err)) {
-      nbdkit_error("path %s (%s) is unreachable at start-up: %s", p.name.c_str(),
-                   mp::config::redacted_uri(p.uri).c_str(), err.c_str());
-      continue;
-    }
-    if (std::string why = disk.add(p.name, k); !why.empty()) {
-      nbdkit_error("%s", why.c_str());
-      return -1;
-    }
-  }
-  if (disk.empty()) {
-    nbdkit_error("no path is reachable: start at least one upstream server, or fix the URIs");
+  std::string err = mp::probe_disk(
+      g->cfg, [](const std::string& line) { nbdkit_error("%s", line.c_str()); }, &g->disk);
+  if (!err.empty()) {
+    nbdkit_error("%s", err.c_str());
     return -1;
   }
-  g->disk = disk.disk();
   return 0;
 } catch (const std::exception& e) {
   nbdkit_error("%s", e.what());
   return -1;
 }
 
-// After the fork: the loop thread, the engine, and the shutdown watcher.
+// After the fork: the loop thread, the engine, the endpoints, and the
+// shutdown watcher.
 int mp_after_fork() noexcept try {
-  g->loop = std::make_unique<mp::EventLoop>(log_line);
-  mp::EventLoop& loop = *g->loop;
   mp::Engine::Options opts;
   opts.track_stale_writes = !multipath_debug_unsafe_retry;
-  g->engine = std::make_unique<mp::Engine>(
-      g->cfg, loop,
-      [&loop](const mp::config::Path& p, mp::PathListener& l) {
-        return mp::make_path(loop.io(), p, l, g->cfg.timeouts.attempt);
-      },
-      g->disk, opts);
-  mp::Engine* e = g->engine.get();
-  // The servers are created before the loop runs, and run on it afterwards.
-  auto server_log = [](bool error, const std::string& line) {
-    log_line(error ? mp::LogLevel::Error : mp::LogLevel::Debug, line);
-  };
-  if (!g->cfg.control.socket.empty()) {
-    g->control = std::make_unique<mp::ControlServer>(loop.io(), *e, g->cfg.control, server_log);
-    if (std::string err = g->control->start(); !err.empty()) {
-      nbdkit_error("%s", err.c_str());
-      return -1;
-    }
+  std::string err;
+  g->service = mp::Service::start(g->cfg, g->disk, opts, log_line, &err);
+  if (!g->service) {
+    nbdkit_error("%s", err.c_str());
+    return -1;
   }
-  if (!g->cfg.metrics.socket.empty() || !g->cfg.metrics.listen.empty()) {
-    g->metrics = std::make_unique<mp::MetricsServer>(loop.io(), *e, g->cfg.metrics, server_log);
-    if (std::string err = g->metrics->start(); !err.empty()) {
-      nbdkit_error("%s", err.c_str());
-      return -1;
-    }
-  }
-  loop.on_wake([e] { e->run_timers(); });
-  loop.post([e] { e->start(); });
-  loop.start();
   // nbdkit_nanosleep returns early only when nbdkit shuts down: then queued
   // and in-flight requests fail at once, so the worker threads let go.
-  g->watcher = std::thread([e, &loop] {
+  g->watcher = std::thread([s = g->service.get()] {
     while (nbdkit_nanosleep(3600, 0) == 0) {
     }
-    loop.post([e] { e->shutdown(); });
+    s->shutdown();
   });
   return 0;
 } catch (const std::exception& e) {
@@ -197,31 +143,16 @@ int mp_after_fork() noexcept try {
 }
 
 void mp_cleanup() noexcept {
-  if (!g->loop) return;
+  if (!g->service) return;
   if (g->watcher.joinable()) g->watcher.join();
-  mp::Engine* e = g->engine.get();
-  g->loop->run_sync([e] {
-    if (g->control) g->control->stop();
-    if (g->metrics) g->metrics->stop();
-    g->control.reset();
-    g->metrics.reset();
-    e->shutdown();
-    if (!multipath_debug_verbose) return;
-    std::string sum = e->summary();
-    for (std::size_t b = 0, n; b < sum.size(); b = n + 1) {
-      n = sum.find('\n', b);
-      if (n == std::string::npos) n = sum.size();
-      nbdkit_debug("%s", sum.substr(b, n - b).c_str());
-    }
-  });
-  // Paths close on the loop thread. The wake-up call goes first: a timer that
-  // already fired may still be queued, and must find nothing to call.
-  g->loop->run_sync([] {
-    g->loop->on_wake(nullptr);
-    g->engine.reset();
-  });
-  g->loop->stop();
-  g->loop.reset();
+  std::string sum = g->service->stop();
+  g->service.reset();
+  if (!multipath_debug_verbose) return;
+  for (std::size_t b = 0, n; b < sum.size(); b = n + 1) {
+    n = sum.find('\n', b);
+    if (n == std::string::npos) n = sum.size();
+    nbdkit_debug("%s", sum.substr(b, n - b).c_str());
+  }
 }
 
 void* mp_open(int /*readonly*/) noexcept {
@@ -249,7 +180,7 @@ int mp_can_zero(void*) noexcept {
 }
 // Always advertised: nbdkit (1.32 to at least 1.42) asserts when a client
 // sends FAST_ZERO to a plugin that did not advertise it. When the paths cannot
-// zero fast, run() fails such requests at once with ENOTSUP, as the protocol
+// zero fast, Service::io fails such requests at once with ENOTSUP, as the protocol
 // allows; without can_zero nbdkit fails them itself.
 int mp_can_fast_zero(void*) noexcept {
   return 1;
@@ -275,50 +206,20 @@ int mp_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maxim
   return 0;
 }
 
-// Hands one request to the loop thread and blocks until it completed.
-int run(Op op, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
-  // iSCSI paths take whole logical blocks only (nbdkit 1.32 does not enforce
-  // the advertised minimum block size).
-  const uint32_t bs = g->disk.min_block;
-  if (bs > 1 && op != Op::Flush && (offset % bs || count % bs)) {
-    nbdkit_error(
-        "%s at offset %llu, length %u is not aligned to the disk's %u-byte logical block: "
-        "use a client that honours the NBD block size (or put nbdkit's blocksize filter in "
-        "front)",
-        mp::to_string(op), static_cast<unsigned long long>(offset), count, bs);
-    nbdkit_set_error(EINVAL);
+// One client request, to the engine; its errno to nbdkit.
+int run(Op op, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept try {
+  uint32_t f = 0;
+  if (flags & NBDKIT_FLAG_FUA) f |= mp::kFua;
+  if (flags & NBDKIT_FLAG_MAY_TRIM) f |= mp::kMayTrim;
+  if (flags & NBDKIT_FLAG_FAST_ZERO) f |= mp::kFastZero;
+  if (int err = g->service->io(op, static_cast<std::byte*>(buf), count, offset, f)) {
+    nbdkit_set_error(err);
     return -1;
   }
-  if (op == Op::Zero && (flags & NBDKIT_FLAG_FAST_ZERO) && !g->disk.can_fast_zero) {
-    nbdkit_set_error(ENOTSUP);
-    return -1;
-  }
-  mp::Request r;
-  r.op = op;
-  r.offset = offset;
-  r.count = count;
-  if (flags & NBDKIT_FLAG_FUA) r.flags |= mp::kFua;
-  if (flags & NBDKIT_FLAG_MAY_TRIM) r.flags |= mp::kMayTrim;
-  if (flags & NBDKIT_FLAG_FAST_ZERO) r.flags |= mp::kFastZero;
-  if (op == Op::Write) {
-    // The attempts own a copy: nbdkit's buffer is reused once we return,
-    // while an abandoned attempt may still be sending from its copy.
-    r.data = std::make_shared_for_overwrite<std::byte[]>(count);
-    if (!r.data) {
-      nbdkit_set_error(ENOMEM);
-      return -1;
-    }
-    std::memcpy(r.data.get(), buf, count);
-  }
-  mp::Engine* e = g->engine.get();
-  g->loop->post([e, &r] { e->submit(r); });
-  r.wait();
-  if (r.err) {
-    nbdkit_set_error(r.err);
-    return -1;
-  }
-  if (op == Op::Read) std::memcpy(buf, r.data.get(), count);
   return 0;
+} catch (...) {
+  nbdkit_set_error(ENOMEM);
+  return -1;
 }
 
 int mp_pread(void*, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept {

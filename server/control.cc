@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "server/control_protocol.h"
+#include "server/fd_limits.h"
 
 namespace mp {
 
@@ -46,14 +47,63 @@ Outcome error(const std::string& sentence, std::string audit = "") {
 
 const char kExample[] = "send one JSON object per line, such as {\"command\": \"show paths\"}";
 
-// nlohmann's message without its "[json.exception.parse_error.101] " tag.
-std::string parse_message(const json::parse_error& e) {
+// A request is one flat object; anything nested deeper than this is refused
+// before it is built (nlohmann parses without recursion, but a 64 KiB line of
+// '[' would still become a 64 Ki-deep tree for nothing).
+constexpr int kMaxDepth = 8;
+
+// nlohmann's message without its "[json.exception.parse_error.101] " tag,
+// printable (its "last read" quotes the input, DEL bytes included).
+std::string nlohmann_message(const json::exception& e) {
   std::string m = e.what();
   auto p = m.find("] ");
   if (p != std::string::npos) m.erase(0, p + 2);
+  m = control::printable(m);
   // "last read: '...'" quotes the token, which can be most of a 64 KiB line.
   if (m.size() > 200) m = m.substr(0, 200) + "...";
   return m;
+}
+
+// Why the parser callback refused a line (thrown out of json::parse).
+struct Refused {
+  std::string sentence;
+};
+
+// Parses one request line. Refuses (throws Refused) a key given twice in one
+// object, which nlohmann would otherwise resolve silently (the last one wins),
+// and nesting deeper than kMaxDepth. Throws json::exception for invalid JSON
+// and numbers out of range (1e999).
+json parse_request(std::string_view line) {
+  std::vector<std::set<std::string>> keys;  // per open object, the keys seen so far
+  int depth = 0;                            // objects and arrays open
+  auto check = [&](int, json::parse_event_t event, json& parsed) {
+    using E = json::parse_event_t;
+    switch (event) {
+      case E::object_start:
+      case E::array_start:
+        if (++depth > kMaxDepth)
+          throw Refused{"the request nests objects or arrays deeper than " +
+                        std::to_string(kMaxDepth) + " levels: " + kExample};
+        if (event == E::object_start) keys.emplace_back();
+        break;
+      case E::object_end:
+        keys.pop_back();
+        depth--;
+        break;
+      case E::array_end:
+        depth--;
+        break;
+      case E::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second)
+          throw Refused{"the field " + control::quote(parsed.get_ref<const std::string&>()) +
+                        " appears twice in one object: give each field once"};
+        break;
+      case E::value:
+        break;
+    }
+    return true;
+  };
+  return json::parse(line.begin(), line.end(), check);
 }
 
 json topology(ControlApi& api) {
@@ -150,11 +200,17 @@ Outcome dispatch(ControlApi& api, const std::string& cmd, const std::vector<std:
 Outcome run(ControlApi& api, std::string_view line) {
   if (line.find_first_not_of(" \t") == std::string_view::npos)
     return error(std::string("empty request line: ") + kExample);
+  // nlohmann stops at a NUL byte as at the end of the input, ignoring the
+  // rest of the line: refuse it instead (JSON has no raw NUL anywhere).
+  if (auto nul = line.find('\0'); nul != std::string_view::npos)
+    return error("invalid JSON: a NUL byte at column " + std::to_string(nul + 1) + ": " + kExample);
   json req;
   try {
-    req = json::parse(line.begin(), line.end());
-  } catch (const json::parse_error& e) {
-    return error("invalid JSON: " + parse_message(e) + ": " + kExample);
+    req = parse_request(line);
+  } catch (const Refused& r) {
+    return error(r.sentence);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
+    return error("invalid JSON: " + nlohmann_message(e) + ": " + kExample);
   }
   if (!req.is_object())
     return error(std::string("the request is JSON but a ") + req.type_name() +
@@ -178,7 +234,8 @@ Outcome run(ControlApi& api, std::string_view line) {
         args.push_back(a.get<std::string>());
       }
     } else {
-      return error("unknown field '" + key + "' in the request: only command and args are allowed");
+      return error("unknown field " + control::quote(key) +
+                   " in the request: only command and args are allowed");
     }
   }
   if (!have_command) return error(std::string("the request has no command field: ") + kExample);
@@ -188,6 +245,22 @@ Outcome run(ControlApi& api, std::string_view line) {
   } catch (const std::exception& e) {
     return error("internal error while running " + command + ": " + e.what(),
                  "control: " + command + ": internal error: " + e.what());
+  }
+}
+
+// run() with nothing escaping: whatever throws becomes an error response, so
+// no request can reach the event loop with an exception (it would end the
+// process, and the disk with it).
+Outcome run_guarded(ControlApi& api, std::string_view line) {
+  try {
+    return run(api, line);
+  } catch (const std::exception& e) {
+    return error(std::string("internal error while handling the request: ") + e.what() +
+                     ": report this as a bug",
+                 std::string("control: internal error: ") + e.what());
+  } catch (...) {
+    return error("internal error while handling the request: report this as a bug",
+                 "control: internal error");
   }
 }
 
@@ -210,6 +283,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
         log(std::move(log)),
         lim(lim),
         acceptor(io),
+        reserve(this->log),
         accept_retry(io),
         sweeper(io) {}
 
@@ -219,12 +293,13 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   Log log;
   ControlLimits lim;
   stream_protocol::acceptor acceptor;
+  FdReserve reserve;                // keeps the socket answering when descriptors run out
   asio::steady_timer accept_retry;  // after an accept error (EMFILE...), so as not to spin
   asio::steady_timer sweeper;       // idle and stalled sessions
   bool sweeping = false;
   bool running = false;
-  bool accept_error_logged = false;
-  bool refusal_logged = false;  // once per stretch at the session cap
+  bool accept_error_logged = false;  // for errors other than running out of descriptors
+  bool refusal_logged = false;       // once per stretch at the session cap
   std::set<std::shared_ptr<Session>> sessions;
   // The socket file we created, so stop() never removes someone else's.
   bool own_file = false;
@@ -233,6 +308,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
 
   void do_accept();
   void on_accept(std::error_code ec, stream_protocol::socket sock);
+  void serve(stream_protocol::socket sock);  // a new connection: a session, or refused
   void arm_sweeper();
   void sweep();
   void remove_file();
@@ -263,12 +339,36 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
 
   std::size_t unsent() const { return wbuf.size() - woff + pending.size(); }
 
+  // Runs a handler's body so that nothing it throws (out of memory) reaches
+  // the event loop, where it would end the process: the session is closed
+  // instead.
+  template <class F>
+  void guarded(F&& body) {
+    try {
+      body();
+    } catch (const std::exception& e) {
+      try {
+        close(std::string("internal error: ") + e.what());
+      } catch (...) {
+      }
+    } catch (...) {
+      try {
+        close("internal error");
+      } catch (...) {
+      }
+    }
+  }
+
   void read() {
-    if (!srv || reading || eof || closing || unsent() > srv->lim.max_output) return;
+    // Input is taken while unhandled requests are under max_input, also when
+    // the output is backed up, so that a client that pipelines requests
+    // before it reads finishes sending.
+    if (!srv || reading || eof || closing || in.size() - consumed >= srv->lim.max_input) return;
     reading = true;
-    sock.async_read_some(
-        asio::buffer(rbuf),
-        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
+    sock.async_read_some(asio::buffer(rbuf),
+                         [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                           self->guarded([&] { self->on_read(ec, n); });
+                         });
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -299,7 +399,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
           resume_posted = true;
           asio::post(sock.get_executor(), [self = shared_from_this()] {
             self->resume_posted = false;
-            if (self->srv) self->process();
+            if (self->srv) self->guarded([&] { self->process(); });
           });
         }
         return;
@@ -321,7 +421,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       }
       std::string_view line(in.data() + consumed, end - consumed);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      Outcome o = run(srv->api, line);
+      Outcome o = run_guarded(srv->api, line);
       consumed = end == in.size() ? end : end + 1;
       scanned = consumed;
       if (!o.audit.empty()) srv->log(false, o.audit);
@@ -369,9 +469,10 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       woff = 0;
     }
     writing = true;
-    sock.async_write_some(
-        asio::buffer(wbuf.data() + woff, wbuf.size() - woff),
-        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_write(ec, n); });
+    sock.async_write_some(asio::buffer(wbuf.data() + woff, wbuf.size() - woff),
+                          [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                            self->guarded([&] { self->on_write(ec, n); });
+                          });
   }
 
   void on_write(std::error_code ec, std::size_t n) {
@@ -399,7 +500,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
     srv = nullptr;
     std::error_code ignored;
     sock.shutdown(stream_protocol::socket::shutdown_both, ignored);
-    sock.close(ignored);
+    s->reserve.close(sock);  // the descriptor may become the reserve
     if (!why.empty()) s->log(false, "control: dropped a connection: " + why);
     s->sessions.erase(shared_from_this());  // may free *this once handlers are done
   }
@@ -414,20 +515,43 @@ void ControlServer::Impl::do_accept() {
 
 void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket sock) {
   if (!running) return;
-  if (ec) {
-    if (ec == asio::error::operation_aborted) return;
-    // EMFILE and the like: retry a little later rather than spin.
-    if (!accept_error_logged)
-      log(true, "control socket " + cfg.socket + ": accept failed: " + ec.message() +
-                    " (retrying; check the process's open-file limit)");
-    accept_error_logged = true;
+  if (ec == asio::error::operation_aborted) return;
+  if (ec && FdReserve::exhausted(ec)) {
+    switch (reserve.accept(acceptor, sock, ec)) {
+      case FdReserve::Step::Accepted:
+        break;  // served below
+      case FdReserve::Step::BackOff:
+        accept_retry.expires_after(FdReserve::kBackOff);
+        accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
+          if (!e && self->running) self->do_accept();
+        });
+        return;
+    }
+  } else if (ec) {
+    // Retry a little later rather than spin (the connection stays queued).
+    if (!accept_error_logged) {
+      log(true,
+          "control socket " + cfg.socket + ": accept failed: " + ec.message() + " (retrying)");
+      accept_error_logged = true;
+    }
     accept_retry.expires_after(std::chrono::milliseconds(100));
     accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
       if (!e && self->running) self->do_accept();
     });
     return;
+  } else {
+    reserve.accepted();
   }
   accept_error_logged = false;
+  try {
+    serve(std::move(sock));
+  } catch (const std::exception& e) {  // out of memory: this connection only
+    log(true, std::string("control: cannot serve a connection: ") + e.what());
+  }
+  do_accept();
+}
+
+void ControlServer::Impl::serve(stream_protocol::socket sock) {
   if (sessions.size() >= lim.max_sessions) {
     // One small line into an empty socket buffer: never blocks.
     std::string msg = control::dump(json{{"ok", false},
@@ -438,19 +562,18 @@ void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket 
     std::error_code ignored;
     sock.non_blocking(true, ignored);
     sock.write_some(asio::buffer(msg), ignored);
-    sock.close(ignored);
+    reserve.close(sock);
     if (!refusal_logged)
       log(false, "control: refusing connections: " + std::to_string(lim.max_sessions) +
                      " sessions already open");
     refusal_logged = true;
-  } else {
-    refusal_logged = false;
-    auto s = std::make_shared<Session>(this, std::move(sock));
-    sessions.insert(s);
-    arm_sweeper();
-    s->process();  // starts reading
+    return;
   }
-  do_accept();
+  refusal_logged = false;
+  auto s = std::make_shared<Session>(this, std::move(sock));
+  sessions.insert(s);
+  arm_sweeper();
+  s->guarded([&] { s->process(); });  // starts reading
 }
 
 void ControlServer::Impl::arm_sweeper() {
@@ -625,6 +748,7 @@ std::string ControlServer::start() {
   m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return fail("cannot listen: " + ec.message());
   m.running = true;
+  m.reserve.hold("control socket " + path);
   m.do_accept();
   return "";
 }
@@ -639,11 +763,12 @@ void ControlServer::stop() {
   auto sessions = m.sessions;  // close() erases from the set
   for (const auto& s : sessions) s->close("");
   m.sessions.clear();
+  m.reserve.release();
   m.remove_file();
 }
 
 std::string ControlServer::handle_line(ControlApi& api, std::string_view line) {
-  return control::dump(run(api, line).response);
+  return control::dump(run_guarded(api, line).response);
 }
 
 }  // namespace mp

@@ -25,10 +25,14 @@ namespace mp {
 // production; tests shrink them.
 struct ControlLimits {
   std::size_t max_sessions = 64;  // beyond this, a new connection is told so and closed
-  // A session stops reading requests while this much of its output is unsent,
-  // so a client that sends requests but never reads costs at most this plus
-  // one response.
+  // A session stops handling requests while this much of its output is
+  // unsent, so a client that sends requests but never reads costs at most
+  // this plus one response.
   std::size_t max_output = 1 << 20;
+  // A session stops reading while this much of its input is unhandled (the
+  // output is backed up): a client may pipeline this much (about 40,000
+  // short requests) before it reads, and costs at most this plus one read.
+  std::size_t max_input = 1 << 20;
   // A session whose unsent output makes no progress for this long is dropped
   // (the client stopped reading).
   std::chrono::milliseconds write_stall{10000};

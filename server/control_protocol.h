@@ -39,6 +39,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Event, unix_ms, subject, what, r
 namespace control {
 
 constexpr std::size_t kMaxLine = 64 * 1024;  // longest request line, newline excluded
+constexpr std::size_t kMaxArg = 64;          // longest argument: path and group names are shorter
 
 struct Command {
   std::string_view name;  // "show paths"
@@ -89,6 +90,38 @@ inline std::string usage(const Command& c) {
   return s;
 }
 
+// `text` with its control bytes shown as \n, \t or \xNN, so that echoing a
+// client's input never makes a sentence over several lines or a forged log
+// line. Invalid UTF-8 is left to control::dump (replaced).
+inline std::string printable(std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c == '\n') {
+      s += "\\n";
+    } else if (c == '\t') {
+      s += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      s += "\\x";
+      s += kHex[c >> 4];
+      s += kHex[c & 15];
+    } else {
+      s += static_cast<char>(c);
+    }
+  }
+  return s;
+}
+
+// 'text' for an error sentence: printable, and at most 64 bytes of it, so
+// that echoing a client's input never makes a long response or log line.
+inline std::string quote(std::string_view text) {
+  constexpr std::size_t kMax = 64;
+  std::string s = "'" + printable(text.substr(0, kMax));
+  if (text.size() <= kMax) return s + "'";
+  return s + "...' (" + std::to_string(text.size()) + " bytes)";
+}
+
 // Collapses runs of blanks and trims: "  show   paths " -> "show paths".
 inline std::string normalize(std::string_view command) {
   std::string s;
@@ -111,7 +144,7 @@ inline std::string check(const std::string& command, const std::vector<std::stri
   const Command* c = find_command(command);
   if (!c) {
     std::string what =
-        command.empty() ? std::string("empty command") : "unknown command '" + command + "'";
+        command.empty() ? std::string("empty command") : "unknown command " + quote(command);
     return what + ": the commands are " + command_list();
   }
   if (args.size() < c->min_args || args.size() > c->max_args) {
@@ -125,11 +158,19 @@ inline std::string check(const std::string& command, const std::vector<std::stri
            std::to_string(args.size());
   }
   if (c->name == "queueing" && args[0] != "on" && args[0] != "off")
-    return "queueing takes on or off, not '" + args[0] + "'";
+    return "queueing takes on or off, not " + quote(args[0]);
   if (c->name == "reload" && !args.empty() && args[0] != "--dry-run")
-    return "reload takes only --dry-run, not '" + args[0] + "'";
-  for (const auto& a : args)
+    return "reload takes only --dry-run, not " + quote(args[0]);
+  for (const auto& a : args) {
     if (a.empty()) return std::string(c->name) + ": an argument is empty";
+    if (a.size() > kMaxArg)
+      return std::string(c->name) + ": the argument " + quote(a) + " is longer than " +
+             std::to_string(kMaxArg) + " bytes: path and group names are not";
+    for (unsigned char ch : a)
+      if (ch < 0x20 || ch == 0x7f)
+        return std::string(c->name) + ": the argument " + quote(a) +
+               " contains a control character: path and group names do not";
+  }
   return "";
 }
 

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "server/path_factory.h"
+
 namespace mp {
 
 namespace {
@@ -88,6 +90,24 @@ std::string DiskBuilder::add(const std::string& name, const PathCaps& k) {
   d.min_block = std::max(d.min_block, k.min_block);
   d.pref_block = std::max(d.pref_block, k.pref_block);
   d.max_request = std::min(d.max_request, k.max_request);
+  return "";
+}
+
+std::string probe_disk(const config::Config& cfg,
+                       const std::function<void(const std::string&)>& unreachable, PathCaps* disk) {
+  DiskBuilder b(cfg);
+  for (const auto& p : cfg.paths) {
+    PathCaps k;
+    std::string err;
+    if (!probe_path(p, cfg.timeouts.connect, &k, &err)) {
+      unreachable("path " + p.name + " (" + config::redacted_uri(p.uri) +
+                  ") is unreachable at start-up: " + err);
+      continue;
+    }
+    if (std::string why = b.add(p.name, k); !why.empty()) return why;
+  }
+  if (b.empty()) return "no path is reachable: start at least one upstream server, or fix the URIs";
+  *disk = b.disk();
   return "";
 }
 

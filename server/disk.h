@@ -4,6 +4,7 @@
 // engine refuses a path that now reaches something else).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "config/config.h"
@@ -33,6 +34,13 @@ class DiskBuilder {
   std::string export_from_;       // the first NBD path
   std::string description_from_;  // who named the description, as a phrase
 };
+
+// Probes every configured path once (before the fork, synchronously) and
+// builds the disk from those that answer. Each unreachable path is reported
+// through `unreachable` (one sentence) and skipped. Returns "" with *disk
+// set, or one sentence: the paths disagree, or none answered.
+std::string probe_disk(const config::Config& cfg,
+                       const std::function<void(const std::string&)>& unreachable, PathCaps* disk);
 
 // Why a path that connected with `caps` cannot serve `disk`, as one phrase
 // (for "path p refused: ..."); "" when it can.

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "server/fd_limits.h"
+
 namespace mp {
 namespace {
 
@@ -353,13 +355,20 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
   using ConnPtr = std::shared_ptr<Connection>;
 
   Impl(asio::io_context& io, ControlApi& api, const config::Metrics& cfg, Log log)
-      : io(io), api(api), cfg(cfg), log(std::move(log)), acceptor(io), retry_timer(io) {}
+      : io(io),
+        api(api),
+        cfg(cfg),
+        log(std::move(log)),
+        acceptor(io),
+        reserve(this->log),
+        retry_timer(io) {}
 
   asio::io_context& io;
   ControlApi& api;
   config::Metrics cfg;
   Log log;
   Acceptor acceptor;
+  FdReserve reserve;               // keeps the endpoint answering when descriptors run out
   asio::steady_timer retry_timer;  // after an accept error such as EMFILE
   std::chrono::milliseconds timeout = kDefaultTimeout;
   std::list<std::weak_ptr<Connection>> conns;
@@ -497,14 +506,24 @@ void MetricsServer::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](std::error_code ec, Socket socket) {
     self->accepting = false;
     if (self->stopped) return;
-    if (ec) {
-      if (ec == asio::error::operation_aborted) return;
-      if (ec == asio::error::connection_aborted) {
-        self->accept();  // the client gave up while queued; nothing wrong here
-        return;
+    if (ec == asio::error::operation_aborted) return;
+    if (ec == asio::error::connection_aborted) {
+      self->accept();  // the client gave up while queued; nothing wrong here
+      return;
+    }
+    if (ec && FdReserve::exhausted(ec)) {
+      switch (self->reserve.accept(self->acceptor, socket, ec)) {
+        case FdReserve::Step::Accepted:
+          break;  // served below
+        case FdReserve::Step::BackOff:
+          self->retry_timer.expires_after(FdReserve::kBackOff);
+          self->retry_timer.async_wait([self](std::error_code tec) {
+            if (!tec) self->accept();
+          });
+          return;
       }
-      // EMFILE and the like: say so once, and try again shortly rather than
-      // spinning on the same error.
+    } else if (ec) {
+      // Say so once, and try again shortly rather than spinning on it.
       if (!self->accept_error_logged) {
         self->accept_error_logged = true;
         self->log(true, "metrics: cannot accept a connection on " + self->where + ": " +
@@ -515,6 +534,8 @@ void MetricsServer::Impl::accept() {
         if (!tec) self->accept();
       });
       return;
+    } else {
+      self->reserve.accepted();
     }
     self->accept_error_logged = false;
     auto c = std::make_shared<Connection>(self->io, std::move(socket));
@@ -602,8 +623,7 @@ void MetricsServer::Impl::answer(const ConnPtr& c, std::string response) {
 void MetricsServer::Impl::close(const ConnPtr& c) {
   if (c->closed) return;
   c->closed = true;
-  std::error_code ec;
-  c->socket.close(ec);
+  reserve.close(c->socket);  // the descriptor may become the reserve
   c->timer.cancel();
   conns.erase(c->self);
   if (!stopped) accept();  // a slot is free again
@@ -620,6 +640,7 @@ void MetricsServer::Impl::shutdown() {
     if (auto c = w.lock()) live.push_back(std::move(c));
   for (auto& c : live) close(c);
   conns.clear();
+  reserve.release();
   if (started && !cfg.socket.empty()) {
     struct stat st;
     if (::lstat(cfg.socket.c_str(), &st) == 0 && st.st_dev == sock_dev && st.st_ino == sock_ino)
@@ -645,6 +666,7 @@ std::string MetricsServer::start() {
   std::string err = s.cfg.socket.empty() ? s.start_tcp() : s.start_unix();
   if (!err.empty()) return err;
   s.started = true;
+  s.reserve.hold("metrics " + std::string(s.cfg.socket.empty() ? "address " : "socket ") + s.where);
   s.log(false, s.cfg.socket.empty()
                    ? "metrics: listening on " + s.where + " (GET /metrics)"
                    : "metrics: listening on unix socket " + s.where + " (GET /metrics)");

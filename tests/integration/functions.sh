@@ -133,6 +133,27 @@ _mp_require_python() {
   [[ -x $MP_PYTHON ]] || mp_skip "$MP_PYTHON is not installed"
 }
 
+# mp_require_ctl: sets MP_CTL to nbd-multipath-ctl (next to the plugin unless
+# set); skips when it is not built and the plugin path was defaulted.
+mp_require_ctl() {
+  MP_CTL=${MP_CTL:-$(dirname "$MP_PLUGIN")/nbd-multipath-ctl}
+  if [[ ! -x $MP_CTL ]]; then
+    [[ -n $_MP_PLUGIN_DEFAULTED ]] && mp_skip "nbd-multipath-ctl not built: $MP_CTL (set MP_CTL)"
+    fail "MP_CTL is not an executable: $MP_CTL"
+  fi
+}
+
+# ctl_paths_active SOCKET NAME...: `show paths` on the control SOCKET answers
+# within 5 s and lists each named path as active.
+ctl_paths_active() {
+  local sock=$1 out name
+  shift
+  out=$(timeout -k 5 20 "$MP_CTL" -s "$sock" --timeout 5 show paths) || return 1
+  for name; do
+    grep -Eq "^$name .* active " <<<"$out" || return 1
+  done
+}
+
 assert_eq() {
   local expected=$1 actual=$2 what=${3:-value}
   [[ $expected == "$actual" ]] || fail "$what: expected '$expected', got '$actual'"

@@ -9,11 +9,7 @@ mp_init
 mp_require nbdkit
 _mp_require_python
 
-MP_CTL=${MP_CTL:-$(dirname "$MP_PLUGIN")/nbd-multipath-ctl}
-if [[ ! -x $MP_CTL ]]; then
-  [[ -n $_MP_PLUGIN_DEFAULTED ]] && mp_skip "nbd-multipath-ctl not built: $MP_CTL (set MP_CTL)"
-  fail "MP_CTL is not an executable: $MP_CTL"
-fi
+mp_require_ctl
 
 make_image "$MP_TMP/disk.img" 16M
 start_upstream a file "$MP_TMP/disk.img"

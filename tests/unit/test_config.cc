@@ -1438,3 +1438,17 @@ TEST_CASE("negative durations, control characters and tls= in URIs, export-descr
                  "t.yaml:1:21: ", "export-description must be the export description");
   }
 }
+
+TEST_CASE("load: config= and the quick form are never combined") {
+  mp::config::QuickArgs quick;
+  quick.paths.push_back("nbd://a");
+  auto both = mp::config::load("/nonexistent/disk.yaml", quick);
+  REQUIRE_FALSE(both);
+  CHECK(both.error.find("cannot be combined with path=") != std::string::npos);
+  auto q = mp::config::load("", quick);
+  REQUIRE(q);
+  CHECK(q.config->paths.size() == 1);
+  auto f = mp::config::load("/nonexistent/disk.yaml", {});
+  REQUIRE_FALSE(f);
+  CHECK(f.error.find("/nonexistent/disk.yaml") != std::string::npos);
+}

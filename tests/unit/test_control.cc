@@ -2,8 +2,11 @@
 // io_context run by the test thread, a fake ControlApi, and clients on real
 // Unix sockets that never block (the loop runs until a condition, no sleeps).
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,17 +15,23 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/post.hpp>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "server/control.h"
 #include "server/control_protocol.h"
+#include "server/fd_limits.h"
+#include "tests/unit/no_descriptors.h"
 
 namespace mp {
 namespace {
@@ -400,8 +409,43 @@ TEST_CASE("bad requests get one-sentence errors and the session goes on") {
   e = err("{\"command\": show paths}");
   CHECK(has(e, "invalid JSON: parse error at line 1, column 13: syntax error"));
   CHECK(has(err(std::string("\xff\xfe\x00garbage\x01", 11)), "invalid JSON"));
-  // Deep nesting is parsed without recursion and refused like any non-object.
-  CHECK(has(err(std::string(20000, '[') + std::string(20000, ']')), "not an object"));
+  // Deep nesting is refused as soon as it is seen, whatever the line holds.
+  CHECK(has(err(std::string(20000, '[') + std::string(20000, ']')),
+            "nests objects or arrays deeper than 8 levels"));
+  CHECK(has(err(std::string(65536, '[')), "deeper than 8 levels"));
+  CHECK(has(err(R"({"command":"fail","args":[[[[[[[[["a"]]]]]]]]]})"), "deeper than 8 levels"));
+  // Numbers out of range: an error, not an exception out of the loop.
+  CHECK(has(err("1e999"), "invalid JSON: number overflow parsing '1e999'"));
+  CHECK(has(err(R"({"command":-1e999})"), "number overflow"));
+  CHECK(has(err(R"({"command":"fail","args":[123456789012345678901234567890]})"),
+            "args must be an array of strings, but one is a number"));
+  // A key given twice is refused (nlohmann alone would keep the last one).
+  e = err(R"({"command":"show paths","command":"fail","args":["a"]})");
+  CHECK(e == "the field 'command' appears twice in one object: give each field once");
+  CHECK(has(err(R"({"command":"fail","args":["a"],"args":["b"]})"), "'args' appears twice"));
+  CHECK(has(err(R"({"command":"fail","args":[{"x":1,"x":2}]})"), "'x' appears twice"));
+  // Echoed input is bounded, and invalid UTF-8 or NUL in it never throws.
+  e = err("{\"command\":\"" + std::string(60000, 'x') + "\"}");
+  CHECK(has(e, "unknown command 'xxxx"));
+  CHECK(has(e, "...' (60000 bytes)"));
+  CHECK(e.size() < 400);
+  CHECK(has(err("{\"command\":\"\xc3\x28\xff\"}"), "invalid JSON"));  // nlohmann checks UTF-8
+  CHECK(has(err("{\"\xff\xfe\":1}"), "invalid JSON"));
+  // Cut inside a two-byte character: replaced when the response is encoded.
+  CHECK(has(err("{\"command\":\"" + std::string(63, 'x') + "\xc3\xa9\"}"), "unknown command"));
+  CHECK(has(err(R"({"command":"show paths\u0000"})"), "unknown command 'show paths\\x00'"));
+  CHECK(has(err(R"({"command":"show\npaths\t"})"), "unknown command 'show\\npaths'"));
+  CHECK(has(err(std::string("{\"command\":\"show paths\"}\0", 25)),
+            "invalid JSON: a NUL byte at column 25"));
+  CHECK(has(err(std::string("{\"command\":\"show paths\"}\0{\"command\":\"fail\"}", 42)),
+            "a NUL byte at column 25"));
+  CHECK(has(err(R"({"command":"fail","args":{"path":"a"}})"), "args must be an array of strings"));
+  CHECK(has(err(R"({"command":"fail","args":null})"), "args must be an array of strings"));
+  CHECK(has(err(R"({"command":"fail","args":[""]})"), "an argument is empty"));
+  CHECK(has(err(R"({"command":"fail","args":["a\nfake log line"]})"), "control character"));
+  CHECK(has(err("{\"command\":\"fail\",\"args\":[\"" + std::string(100, 'a') + "\"]}"),
+            "longer than 64 bytes"));
+  CHECK(has(err("   "), "empty request line"));
   CHECK(rig.api.calls.empty());
 
   // Still serving, and CRLF line ends are accepted.
@@ -703,6 +747,394 @@ TEST_CASE("handle_line without a socket") {
   // Invalid UTF-8 from anywhere is replaced, never thrown.
   json r = json::parse(ControlServer::handle_line(api, "{\"command\":\"\xc3\x28\"}"));
   CHECK(r["ok"] == false);
+}
+
+// ------------------------------------------------------------------ fuzz ----
+
+// Is `response` exactly one line of JSON: {"ok":true,"result":...} or
+// {"ok":false,"error":"one line"}? "" when it is, else what is wrong.
+std::string bad_response(const std::string& response) {
+  if (response.find('\n') != std::string::npos) return "more than one line";
+  json r;
+  try {
+    r = json::parse(response);
+  } catch (const json::exception& e) {
+    return std::string("not JSON: ") + e.what();
+  }
+  if (!r.is_object() || !r.contains("ok") || !r["ok"].is_boolean()) return "no boolean ok";
+  if (r["ok"] == true) return r.contains("result") && r.size() == 2 ? "" : "ok without result";
+  if (r.size() != 2 || !r.contains("error") || !r["error"].is_string()) return "no error text";
+  const auto& e = r["error"].get_ref<const std::string&>();
+  if (e.empty() || e.size() > 1024) return "error text empty or over 1 KiB";
+  for (unsigned char c : e)
+    if (c < 0x20 || c == 0x7f) return "a control character in the error text";
+  return "";
+}
+
+std::string hex(std::string_view s) {
+  static const char d[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s.substr(0, 256)) {
+    out += d[c >> 4];
+    out += d[c & 15];
+  }
+  return out + (s.size() > 256 ? "..." : "");
+}
+
+// Random and mutated request lines from one seed: valid requests of every
+// command, then byte flips, truncations, insertions of hostile tokens
+// (numbers out of range, deep nesting, duplicate keys, invalid UTF-8, NUL,
+// escapes), spliced pieces and raw random bytes.
+struct LineFuzzer {
+  std::mt19937_64 rng;
+  explicit LineFuzzer(std::uint64_t seed) : rng(seed) {}
+
+  std::size_t below(std::size_t n) { return n == 0 ? 0 : rng() % n; }
+
+  std::string valid() {
+    const auto& c = control::kCommands[below(control::kCommands.size())];
+    static const char* const kArgs[] = {"a",    "b",  "c",   "zz",        "fast",
+                                        "slow", "on", "off", "--dry-run", ""};
+    json req{{"command", std::string(c.name)}};
+    std::size_t n = below(c.max_args + 2);
+    if (n > 0 || below(4) == 0) {
+      json args = json::array();
+      for (std::size_t i = 0; i < n; i++) args.push_back(kArgs[below(std::size(kArgs))]);
+      req["args"] = args;
+    }
+    std::string line = req.dump(below(3) == 0 ? 1 : -1);  // sometimes pretty: inner newlines
+    std::erase(line, '\n');
+    return line;
+  }
+
+  std::string token() {
+    static const char* const kTokens[] = {"1e999",
+                                          "-1e999",
+                                          "123456789012345678901234567890",
+                                          "-0",
+                                          "1e-999",
+                                          "0.0000001e400",
+                                          "NaN",
+                                          "Infinity",
+                                          "true",
+                                          "null",
+                                          "\"",
+                                          "\\",
+                                          "\\u0000",
+                                          "\\ud800",
+                                          "\\uDFFF\\ud800",
+                                          "\xff",
+                                          "\xc3",
+                                          "\xc3\x28",
+                                          "\xe2\x82",
+                                          "\xf0\x9f\x98",
+                                          "\xed\xa0\x80",
+                                          "\r",
+                                          "\t",
+                                          "\x7f",
+                                          "{}",
+                                          "[]",
+                                          ",",
+                                          ":",
+                                          "}",
+                                          "]",
+                                          ",\"command\":\"fail\"",
+                                          ",\"args\":[\"a\"]",
+                                          ",\"args\":{\"x\":1}",
+                                          ",\"command\":\"show paths\"",
+                                          "\"command\":\"reset-stats\","};
+    std::string t = kTokens[below(std::size(kTokens))];
+    switch (below(6)) {
+      case 0:
+        return std::string(1 + below(40), '[') + t;
+      case 1:
+        return std::string(1 + below(40), '{');
+      case 2:
+        return std::string(1, static_cast<char>(below(256)));  // NUL included
+      default:
+        return t;
+    }
+  }
+
+  std::string mutate(std::string line) {
+    for (std::size_t rounds = 1 + below(4); rounds > 0; rounds--) {
+      std::size_t at = below(line.size() + 1);
+      switch (below(9)) {
+        case 8:  // a field given again: {"command":"show paths","command":"fail"}
+          if (auto close = line.rfind('}'); close != std::string::npos && close > 1)
+            line.insert(close, below(2) ? ",\"command\":\"fail\"" : ",\"args\":[\"a\"]");
+          break;
+        case 7:  // a value replaced by a hostile token: {"command":1e999}
+        {
+          std::size_t colon = line.find(':', below(line.size() + 1));
+          if (colon == std::string::npos) colon = line.find(':');
+          if (colon == std::string::npos) break;
+          std::size_t end = line.find_first_of(",}", colon);
+          line.replace(colon + 1, end == std::string::npos ? 0 : end - colon - 1, token());
+          break;
+        }
+        case 0:  // byte flip
+          if (!line.empty()) line[below(line.size())] ^= static_cast<char>(1 + below(255));
+          break;
+        case 1:  // truncation
+          line.resize(at);
+          break;
+        case 2:
+        case 3:  // insertion of a hostile token
+          line.insert(at, token());
+          break;
+        case 4:  // a piece of another request spliced in
+        {
+          std::string other = valid();
+          std::size_t from = below(other.size());
+          line.insert(at, other.substr(from, below(other.size() - from + 1)));
+          break;
+        }
+        case 5:  // deep nesting around it
+        {
+          std::size_t depth = 1 + below(below(2) ? 12 : 3000);
+          line = std::string(depth, '[') + line + std::string(below(depth + 1), ']');
+          break;
+        }
+        case 6:  // a byte run
+          line.insert(at, std::string(1 + below(300), static_cast<char>(below(256))));
+          break;
+      }
+    }
+    return line;
+  }
+
+  std::string line() {
+    switch (below(10)) {
+      case 0: {  // raw random bytes
+        std::string s(below(200), '\0');
+        for (auto& c : s) c = static_cast<char>(below(256));
+        return s;
+      }
+      case 1:
+        return valid();
+      default:
+        return mutate(valid());
+    }
+  }
+};
+
+// MP_FUZZ_SEED, else one random seed for the whole run (printed by each test).
+std::uint64_t fuzz_seed() {
+  static const std::uint64_t seed = [] {
+    const char* s = std::getenv("MP_FUZZ_SEED");
+    return s && *s ? std::strtoull(s, nullptr, 0) : std::uint64_t{std::random_device{}()};
+  }();
+  return seed;
+}
+
+std::size_t fuzz_lines(std::size_t dflt) {
+  if (const char* s = std::getenv("MP_FUZZ_LINES"); s && *s) return std::strtoull(s, nullptr, 0);
+  return dflt;
+}
+
+TEST_CASE("fuzz: every random or mutated line gets exactly one line of JSON") {
+  const std::uint64_t seed = fuzz_seed();
+  const std::size_t count = fuzz_lines(20000);
+  MESSAGE("fuzz seed " << seed << " (MP_FUZZ_SEED=" << seed << " reproduces this run)");
+  LineFuzzer fz(seed);
+  FakeControlApi api;
+  std::size_t ok = 0, refused = 0, bad = 0;
+  // How often each hardened path was taken: each must be reached.
+  std::map<std::string, std::size_t> seen{{"number overflow", 0}, {"appears twice", 0},
+                                          {"deeper than", 0},     {"NUL byte", 0},
+                                          {"parse error", 0},     {"args must be", 0}};
+  for (std::size_t i = 0; i < count; i++) {
+    std::string line = fz.line();
+    std::string r;
+    try {
+      r = ControlServer::handle_line(api, line);
+    } catch (...) {
+      FAIL("seed " << seed << " line " << i << " threw; line (hex) " << hex(line));
+    }
+    if (std::string why = bad_response(r); !why.empty()) {
+      if (bad++ < 5)
+        FAIL_CHECK("seed " << seed << " line " << i << ": " << why << "; line (hex) " << hex(line)
+                           << "; response " << r);
+      continue;
+    }
+    json j = json::parse(r);
+    (j["ok"] == true ? ok : refused)++;
+    if (j["ok"] == false)
+      for (auto& [what, n] : seen) n += has(j["error"].get<std::string>(), what);
+  }
+  MESSAGE(count << " lines: " << ok << " answered, " << refused << " refused");
+  for (const auto& [what, n] : seen) {
+    MESSAGE(what << ": " << n);
+    CHECK_MESSAGE(n > 0, "no line reached '" << what << "'");
+  }
+  CHECK(bad == 0);
+  CHECK(refused > count / 2);  // the mutations do reach the error paths
+  CHECK(ok > 0);
+}
+
+TEST_CASE("fuzz over a session: one response per line, in order, and the session goes on") {
+  const std::uint64_t seed = fuzz_seed() + 1;  // other lines than the test above
+  const std::size_t count = fuzz_lines(20000) / 10;
+  MESSAGE("fuzz seed " << seed - 1 << " (MP_FUZZ_SEED=" << seed - 1 << " reproduces this run)");
+  LineFuzzer fz(seed);
+  Rig rig;
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string batch;
+  std::size_t sent = 0, got = 0;
+  auto drain = [&](std::size_t until) {
+    while (got < until) {
+      auto l = c.line();
+      REQUIRE_MESSAGE(l.has_value(), "seed " << seed << ": no response " << got);
+      std::string why = bad_response(*l);
+      REQUIRE_MESSAGE(why.empty(), "seed " << seed << " response " << got << ": " << why);
+      got++;
+    }
+  };
+  while (sent < count) {
+    std::string line = fz.line();
+    std::replace(line.begin(), line.end(), '\n', ' ');  // one line each
+    if (!line.empty() && line.back() == '\r') line.back() = ' ';
+    batch += line + (fz.below(2) ? "\n" : "\r\n");
+    sent++;
+    if (fz.below(16) == 0 || sent == count) {
+      // Sent in random slices, so lines arrive split across reads.
+      for (std::size_t off = 0; off < batch.size();) {
+        std::size_t n = 1 + fz.below(4096);
+        c.send(std::string_view(batch).substr(off, n));
+        off += n;
+      }
+      batch.clear();
+      drain(sent);
+    }
+  }
+  CHECK(got == count);
+  CHECK(c.command("show stats")["ok"] == true);
+  CHECK(!c.closed);
+}
+
+// ------------------------------------------------------------ pipelining ----
+
+TEST_CASE("a client may pipeline 20,000 requests before it reads any response") {
+  ControlLimits lim;
+  lim.write_stall = 5000ms;
+  Rig rig(lim);
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string reqs;
+  for (int i = 0; i < 20000; i++) reqs += "{\"command\":\"show paths\"}\n";  // 520 KB
+  // Completes although the client reads nothing meanwhile: the server keeps
+  // taking requests (up to max_input) while its responses back up.
+  auto t0 = std::chrono::steady_clock::now();
+  c.send(reqs);
+  CHECK(std::chrono::steady_clock::now() - t0 < lim.write_stall);
+  CHECK(rig.server->sessions() == 1);
+  int answered = 0;
+  for (int i = 0; i < 20000; i++) {
+    auto l = c.line();
+    REQUIRE_MESSAGE(l.has_value(), "response " << i << " missing");
+    answered += json::parse(*l)["ok"] == true;
+  }
+  CHECK(answered == 20000);
+  CHECK(!rig.logged("stopped reading"));
+}
+
+TEST_CASE(
+    "a client that pipelines and never reads is closed; it can read what was sent, then EOF") {
+  ::signal(SIGPIPE, SIG_DFL);  // a server write to a closed peer must not raise it
+  ControlLimits lim;
+  lim.write_stall = 200ms;
+  Rig rig(lim);
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  std::string reqs;
+  for (int i = 0; i < 20000; i++) reqs += "{\"command\":\"show paths\"}\n";
+  c.send(reqs);  // completes, as above
+  CHECK(rig.run_until([&] { return rig.logged("stopped reading"); }));
+  CHECK(rig.server->sessions() == 0);
+  // What the kernel took before the close is there, in order; then EOF.
+  std::string data;
+  std::error_code ec;
+  c.sock.non_blocking(false);
+  char tmp[65536];
+  while (!ec) data.append(tmp, c.sock.read_some(asio::buffer(tmp), ec));
+  CHECK(ec == asio::error::eof);
+  auto lines = std::count(data.begin(), data.end(), '\n');
+  MESSAGE("a client that never read got " << lines << " of 20000 responses (" << data.size()
+                                          << " bytes) and then EOF");
+  CHECK(lines > 0);
+  CHECK(lines < 20000);
+  CHECK(json::parse(data.substr(0, data.find('\n')))["ok"] == true);
+  // A client that closes with responses pending: the server's write fails
+  // with EPIPE, never SIGPIPE (asio sends with MSG_NOSIGNAL).
+  for (int i = 0; i < 20; i++) {
+    Client gone(rig);
+    gone.send(reqs.substr(0, 26 * 2000));
+    REQUIRE(rig.run_until([&] { return rig.api.calls.size() > 0; }));
+  }
+  CHECK(rig.run_until([&] { return rig.server->sessions() == 0; }));
+  Client after(rig);
+  CHECK(after.command("show stats")["ok"] == true);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+// ----------------------------------------------------------- descriptors ----
+
+int count_in(const std::vector<std::string>& logs, const std::string& needle) {
+  return static_cast<int>(std::count_if(logs.begin(), logs.end(), [&](const std::string& l) {
+    return l.find(needle) != std::string::npos;
+  }));
+}
+
+TEST_CASE("out of descriptors: the control socket still answers, one at a time, logged once") {
+  Rig rig;
+  REQUIRE(rig.server->start() == "");
+  // Clients' sockets are made first: the table is full afterwards.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; i++) clients.push_back(std::make_unique<Client>(rig));
+  {
+    NoDescriptors full;
+    for (auto& c : clients) {
+      CHECK(c->command("show paths")["ok"] == true);
+      c->sock.shutdown(stream_protocol::socket::shutdown_send);
+      CHECK(c->wait_closed());  // its descriptor becomes the reserve again
+    }
+    CHECK(count_in(rig.logs, "out of file descriptors (limit ") == 1);
+    CHECK(rig.logged("control socket " + rig.cfg.socket + ": out of file descriptors"));
+    CHECK(rig.server->sessions() == 0);
+    full.free_some(4);
+    Client c(rig);  // accepted normally: recovered
+    CHECK(c.command("show stats")["ok"] == true);
+  }
+  CHECK(count_in(rig.logs, "file descriptors are available again") == 1);
+  CHECK(count_in(rig.logs, "out of file descriptors") == 1);
+}
+
+std::string g_fd_limit_said;  // what raise_fd_limit reported
+void record_debug(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  g_fd_limit_said = buf;
+}
+
+TEST_CASE("raise_fd_limit raises the soft limit to the hard limit") {
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  rlimit low = saved;
+  low.rlim_cur = 64;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  raise_fd_limit(record_debug);
+  rlimit now{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &now) == 0);
+  CHECK(now.rlim_cur == (saved.rlim_max == RLIM_INFINITY ? now.rlim_cur : saved.rlim_max));
+  CHECK(now.rlim_cur > 64);
+  CHECK(
+      has(g_fd_limit_said, "raised the open-file limit (RLIMIT_NOFILE) from 64 to the hard limit"));
+  ::setrlimit(RLIMIT_NOFILE, &saved);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 
 #include "server/control_api.h"
 #include "server/metrics.h"
+#include "tests/unit/no_descriptors.h"
 
 using namespace std::chrono_literals;
 
@@ -610,4 +611,39 @@ TEST_CASE("MetricsServer: configurations start() refuses") {
     CHECK(s.start().find("is not ADDRESS:PORT") != std::string::npos);
   }
   CHECK(log.lines.empty());
+}
+
+TEST_CASE("MetricsServer: out of descriptors, it still answers, and says so once") {
+  asio::io_context io;
+  FakeApi api = make_api();
+  TempDir dir;
+  LogSink log;
+  mp::config::Metrics cfg;
+  cfg.socket = dir.path + "/m.sock";
+  mp::MetricsServer server(io, api, cfg, log.fn());
+  REQUIRE(server.start() == "");
+  // Clients' sockets are made first: the table is full afterwards.
+  std::vector<Unix::socket> clients;
+  for (int i = 0; i < 3; i++) clients.emplace_back(io, Unix());
+  {
+    mp::NoDescriptors full;
+    for (auto& c : clients) {
+      c.connect(Unix::endpoint(cfg.socket));
+      asio::write(c, asio::buffer(std::string("GET /metrics HTTP/1.0\r\n\r\n")));
+      std::string data;
+      std::error_code ec;
+      bool done = false;
+      asio::async_read(c, asio::dynamic_buffer(data), [&](std::error_code e, std::size_t) {
+        ec = e;
+        done = true;
+      });
+      REQUIRE(run_until(io, [&] { return done; }));
+      CHECK(ec == asio::error::eof);
+      CHECK(parse(data).status == "200 OK");
+    }
+  }
+  auto exhausted = std::count_if(log.lines.begin(), log.lines.end(), [](const auto& l) {
+    return l.first && l.second.find("out of file descriptors (limit ") != std::string::npos;
+  });
+  CHECK(exhausted == 1);
 }

@@ -160,9 +160,4 @@ const char* to_string(SelectorKind k);
 // cut after 80 characters ("...").
 std::string quote(std::string_view text);
 
-// The English text of an errno value. Unlike strerror it takes no locale
-// lock (glibc's strerror goes through gettext, which deadlocked nbdkit's exit
-// under AddressSanitizer), and it is thread-safe.
-const char* errno_text(int err);
-
 }  // namespace mp::config

@@ -22,6 +22,7 @@
 
 #include "server/control_protocol.h"
 #include "server/control_requests.h"
+#include "server/errno_text.h"
 #include "server/fd_limits.h"
 
 namespace mp {
@@ -33,7 +34,7 @@ using SteadyClock = std::chrono::steady_clock;
 namespace {
 
 std::string errno_sentence(int err) {
-  return config::errno_text(err);
+  return errno_text(err);
 }
 
 }  // namespace

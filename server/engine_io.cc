@@ -8,6 +8,7 @@
 
 #include "server/engine.h"
 #include "server/engine_internal.h"
+#include "server/errno_text.h"
 
 namespace mp {
 
@@ -199,7 +200,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   // default: an upstream whose backend fails is a failed path).
   std::string path_error;
   if (result == PathResult::TransportDead)
-    path_error = std::string("connection lost: ") + config::errno_text(err ? err : ENOTCONN);
+    path_error = std::string("connection lost: ") + errno_text(err ? err : ENOTCONN);
   else if (result == PathResult::RemoteError && err == EIO &&
            cfg_.failover.eio == config::EioPolicy::Failover)
     path_error = "server returned EIO";
@@ -212,7 +213,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
     delete &a;
     probe_done(s, ended == AttemptEnd::Ok,
                ended == AttemptEnd::Ok ? ""
-               : path_error.empty()    ? config::errno_text(err)
+               : path_error.empty()    ? errno_text(err)
                                        : path_error);
     return;
   }

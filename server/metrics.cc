@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "server/errno_text.h"
 #include "server/fd_limits.h"
 
 namespace mp {
@@ -321,7 +322,7 @@ struct EndOfHead {
 
 std::string error_text(const std::error_code& ec) {
   if (ec.category() == std::system_category() || ec.category() == asio::system_category())
-    return config::errno_text(ec.value());
+    return errno_text(ec.value());
   return ec.message();
 }
 
@@ -416,9 +417,9 @@ std::string MetricsServer::Impl::start_unix() {
       return "cannot listen on the " + what +
              ": another server is listening on it: stop that server or choose another path";
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return "cannot remove the stale " + what + ": " + config::errno_text(errno);
+      return "cannot remove the stale " + what + ": " + errno_text(errno);
   } else if (errno != ENOENT) {
-    return "cannot listen on the " + what + ": " + config::errno_text(errno);
+    return "cannot listen on the " + what + ": " + errno_text(errno);
   }
 
   std::error_code ec;
@@ -437,7 +438,7 @@ std::string MetricsServer::Impl::start_unix() {
     int err = errno;
     acceptor.close();
     ::unlink(path.c_str());
-    return "cannot set the mode of the " + what + ": " + config::errno_text(err);
+    return "cannot set the mode of the " + what + ": " + errno_text(err);
   }
   sock_dev = st.st_dev;
   sock_ino = st.st_ino;

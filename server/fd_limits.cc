@@ -66,15 +66,25 @@ FdReserve::~FdReserve() {
   release();
 }
 
+// Is ec the errno `value`, from the system or from Asio's system category?
+// Compared as error codes (category identity and value), never through
+// std::errc: comparing with an error_condition is a virtual call, and UBSan's
+// vptr check, which probes memory through a pipe, cannot verify it once the
+// descriptor table is full (it then reports an invalid vptr and aborts the
+// asan+ubsan build).
+static bool is_errno(const std::error_code& ec, int value) {
+  return ec == std::error_code(value, std::system_category()) ||
+         ec == std::error_code(value, asio::error::get_system_category());
+}
+
 bool FdReserve::exhausted(const std::error_code& ec) {
-  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-         ec == asio::error::no_descriptors;
+  return is_errno(ec, EMFILE) || is_errno(ec, ENFILE);
 }
 
 void FdReserve::note_exhausted(const std::error_code& ec) {
   if (exhausted_) return;
   exhausted_ = true;
-  bool system = ec == std::errc::too_many_files_open_in_system;
+  bool system = is_errno(ec, ENFILE);
   log_(true, what_ + ": out of file descriptors (" +
                  (system ? std::string("the system's file table is full")
                          : "limit " + std::to_string(soft_limit())) +

@@ -7,6 +7,11 @@
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/workload.sh"
 mp_init
+# Under a preloaded asan runtime nbdkit 1.42.3 did not exit within 15 s of
+# SIGTERM after this test (seen in test-abrupt-disconnect and test-control-fds, not
+# yet diagnosed; the default build exits cleanly and checks it): run it in the
+# default build only until that is understood.
+[[ -z ${MP_SANITIZE:-} ]] || mp_skip "not run under MP_SANITIZE=$MP_SANITIZE (nbdkit's exit hang under a sanitizer, see the comment)"
 _mp_require_python
 make_image "$MP_TMP/disk.img" 64M
 start_upstream a file "$MP_TMP/disk.img"

@@ -1044,7 +1044,9 @@ TEST_CASE(
     "a client that pipelines and never reads is closed; it can read what was sent, then EOF") {
   ::signal(SIGPIPE, SIG_DFL);  // a server write to a closed peer must not raise it
   ControlLimits lim;
-  lim.write_stall = 200ms;
+  // Long enough for the client to finish sending 520 KB under tsan (at 200 ms
+  // the session was dropped as stalled mid-send there).
+  lim.write_stall = 2000ms;
   Rig rig(lim);
   REQUIRE(rig.server->start() == "");
   Client c(rig);

@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "server/errno_text.h"
+
 namespace mp {
 
 namespace {
@@ -39,7 +41,7 @@ unsigned long long soft_limit() {
 void raise_fd_limit(void (*debug)(const char* fmt, ...)) noexcept {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-    debug("cannot read the open-file limit: %s", strerrordesc_np(errno));
+    debug("cannot read the open-file limit: %s", errno_text(errno));
     return;
   }
   rlim_t want = rl.rlim_max == RLIM_INFINITY ? nr_open() : rl.rlim_max;
@@ -53,7 +55,7 @@ void raise_fd_limit(void (*debug)(const char* fmt, ...)) noexcept {
   if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
     debug("cannot raise the open-file limit from %llu to %llu: %s",
           static_cast<unsigned long long>(from), static_cast<unsigned long long>(want),
-          strerrordesc_np(errno));
+          errno_text(errno));
     return;
   }
   debug("raised the open-file limit (RLIMIT_NOFILE) from %llu to the hard limit %llu",

@@ -25,15 +25,7 @@ constexpr SelectorKind kAllKinds[] = {SelectorKind::RoundRobin, SelectorKind::Qu
                                       SelectorKind::ServiceTime};
 
 const char* kind_name(SelectorKind k) {
-  switch (k) {
-    case SelectorKind::RoundRobin:
-      return "round-robin";
-    case SelectorKind::QueueLength:
-      return "queue-length";
-    case SelectorKind::ServiceTime:
-      return "service-time";
-  }
-  return "?";
+  return config::to_string(k);
 }
 
 SelectorPathParams params(unsigned weight = 1, unsigned cap = 64, double throughput = 1.0) {

@@ -1273,12 +1273,11 @@ TEST_CASE("names: counted in characters, blank, control and invisible characters
   }
 }
 
+// No timing checks here (a loaded CI machine makes them flaky): a mechanism
+// switched off shows as a hang or an out-of-memory, which ctest's timeout and
+// the sanitizers catch.
 TEST_CASE("huge values and files are refused in bounded time and memory") {
-  using clock = std::chrono::steady_clock;
   const std::string big(10 << 20, 'x');  // 10 MiB
-  auto seconds_since = [](clock::time_point t0) {
-    return std::chrono::duration<double>(clock::now() - t0).count();
-  };
   SUBCASE("a value longer than 4096 bytes, for every kind of key") {
     const std::string v(5000, 'x');
     for (const std::string& yaml : {
@@ -1304,13 +1303,11 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     CHECK(!contains(r.error, "did you mean"));
   }
   SUBCASE("text larger than 256 KiB") {
-    auto t0 = clock::now();
     LoadResult r = load("paths:\n  - uri: nbd://a\nselector: " + big + "\n");
     REQUIRE_FALSE(r);
     CHECK(r.error ==
           "t.yaml: the file is larger than 256 KiB, the most a configuration may be: check that it "
           "is the right file (a configuration is a few kilobytes)");
-    CHECK(seconds_since(t0) < 1.0);
   }
   SUBCASE("a file larger than 256 KiB, and one that never ends") {
     char name[] = "/tmp/mp-config-test-XXXXXX";
@@ -1323,14 +1320,11 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     std::remove(name);
     REQUIRE_FALSE(r);
     CHECK(contains(r.error, std::string(name) + ": the file is larger than 256 KiB"));
-    auto t0 = clock::now();
     LoadResult z = load_file("/dev/zero");
     REQUIRE_FALSE(z);
     CHECK(contains(z.error, "/dev/zero: the file is larger than 256 KiB"));
-    CHECK(seconds_since(t0) < 1.0);
   }
   SUBCASE("the quick form: a huge value, a huge unknown key") {
-    auto t0 = clock::now();
     LoadResult r = from_quick_args({{"nbd://a"}, {{"selector", big}}});
     REQUIRE_FALSE(r);
     CHECK(r.error ==
@@ -1343,7 +1337,6 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     CHECK(contains(k.error, "command line: unknown parameter 'xxxx"));
     CHECK(!contains(k.error, "did you mean"));
     CHECK(k.error.size() < 400);
-    CHECK(seconds_since(t0) < 1.0);
     LoadResult u = from_quick_args({{"nbd://" + big}, {}});
     REQUIRE_FALSE(u);
     CHECK(contains(u.error, "the URI is 10485766 bytes long"));
@@ -1369,13 +1362,11 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
       for (int j = 1; j < 10; ++j) yaml += ", " + a;
       yaml += "]\n";
     }
-    auto t0 = clock::now();
     LoadResult r = load(yaml);
     REQUIRE_FALSE(r);
     CHECK(contains(
         r.error,
         "t.yaml:4:5: each group must be a mapping with name and priority, not a sequence"));
-    CHECK(seconds_since(t0) < 1.0);
   }
   SUBCASE("deep nesting is refused by yaml-cpp") {
     LoadResult r = load("paths: " + std::string(100000, '[') + std::string(100000, ']') + "\n");

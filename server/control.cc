@@ -394,7 +394,8 @@ std::string ControlServer::start() {
   m.acceptor.assign(stream_protocol(), m.file.take_fd(), ec);
   if (ec) {
     m.file.remove();
-    return "control socket " + m.cfg.socket + ": cannot use the socket: " + errno_sentence(ec.value());
+    return "control socket " + m.cfg.socket +
+           ": cannot use the socket: " + errno_sentence(ec.value());
   }
   m.running = true;
   m.reserve.hold("control socket " + m.cfg.socket);

@@ -141,7 +141,8 @@ std::string UnixSocketFile::open(const Spec& spec) {
   if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
     std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
-    if (err == ENOENT) return fail("cannot bind: the directory " + dir + " does not exist: create it");
+    if (err == ENOENT)
+      return fail("cannot bind: the directory " + dir + " does not exist: create it");
     if (err == EACCES)
       return fail("cannot bind: permission denied in " + dir +
                   ": run the server as a user who may write there, or choose another directory");

@@ -8,7 +8,6 @@
 #include <sys/types.h>
 
 #include <ctime>
-
 #include <string>
 
 namespace mp {
@@ -16,8 +15,8 @@ namespace mp {
 class UnixSocketFile {
  public:
   struct Spec {
-    std::string what;    // "control socket": starts every message, with the path
-    std::string path;    // absolute path of the socket file
+    std::string what;  // "control socket": starts every message, with the path
+    std::string path;  // absolute path of the socket file
     unsigned mode = 0600;
     std::string group;      // group owning the file; empty keeps the server's group
     std::string group_key;  // the setting naming the group, for messages ("control.group")

@@ -1,8 +1,6 @@
 // Unit tests for server/unix_socket_file.h: the listening socket file's mode,
 // stale and live predecessors, refusals that leave nothing behind, and a
 // removal that never takes another server's file.
-#include "server/unix_socket_file.h"
-
 #include <doctest/doctest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "server/unix_socket_file.h"
 
 namespace {
 

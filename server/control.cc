@@ -98,6 +98,8 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   bool eof = false;            // the client shut down its write side
   bool closing = false;        // close once the output is flushed (oversized line)
   bool resume_posted = false;  // process() will run again soon (batch limit)
+  bool awaiting = false;       // a request's answer comes later; the lines behind it wait
+  bool in_process = false;     // process() is on the stack
   SteadyClock::time_point last_activity = SteadyClock::now();
   SteadyClock::time_point last_write = SteadyClock::now();
 
@@ -156,7 +158,8 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   void process() {
     static constexpr int kBatch = 32;
     int handled = 0;
-    while (srv && !closing && unsent() <= srv->lim.max_output) {
+    in_process = true;
+    while (srv && !closing && !awaiting && unsent() <= srv->lim.max_output) {
       if (handled == kBatch) {
         flush();
         if (!resume_posted) {
@@ -166,6 +169,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
             if (self->srv) self->guarded([&] { self->process(); });
           });
         }
+        in_process = false;
         return;
       }
       std::size_t nl = in.find('\n', scanned);
@@ -188,10 +192,17 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       control::Outcome o = control::run_request(srv->api, line);
       consumed = end == in.size() ? end : end + 1;
       scanned = consumed;
-      if (!o.audit.empty()) srv->log(false, o.audit);
-      respond(control::dump(o.response));
       handled++;
+      if (o.later) {
+        awaiting = true;
+        o.later([self = shared_from_this()](control::Outcome answer) {
+          self->guarded([&] { self->answered(std::move(answer)); });
+        });
+      } else {
+        answered(std::move(o));
+      }
     }
+    in_process = false;
     if (!srv) return;
     if (consumed > 0) {  // drop handled lines at once, not one by one
       in.erase(0, consumed);
@@ -199,11 +210,21 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       consumed = 0;
     }
     flush();
-    if (closing || (eof && in.empty())) {
+    if (!awaiting && (closing || (eof && in.empty()))) {
       if (!writing) close("");  // flushed: done
     } else {
       read();
     }
+  }
+
+  // A request's answer, now or later. A later one lets the lines behind it
+  // go on, so responses keep the order of the requests.
+  void answered(control::Outcome o) {
+    if (!srv) return;
+    if (!o.audit.empty()) srv->log(false, o.audit);
+    respond(control::dump(o.response));
+    awaiting = false;
+    if (!in_process) process();
   }
 
   void oversized() {
@@ -418,7 +439,13 @@ void ControlServer::stop() {
 }
 
 std::string ControlServer::handle_line(ControlApi& api, std::string_view line) {
-  return control::dump(control::run_request(api, line).response);
+  control::Outcome o = control::run_request(api, line);
+  if (o.later) {
+    auto answer = std::make_shared<std::string>("{\"ok\":false,\"error\":\"no answer yet\"}");
+    o.later([answer](control::Outcome late) { *answer = control::dump(late.response); });
+    return *answer;  // an API that answers at once (tests) has answered
+  }
+  return control::dump(o.response);
 }
 
 }  // namespace mp

@@ -54,7 +54,7 @@ class FakeApi : public mp::ControlApi {
   std::string set_queueing(bool) override { return ""; }
   std::string fail_queued(std::uint64_t*) override { return ""; }
   std::string reset_stats() override { return ""; }
-  std::string reload(bool, std::string*) override { return ""; }
+  void reload(bool, ReloadDone done) override { done("", ""); }
 };
 
 // Known numbers: two groups, three paths (one with a name that needs

@@ -66,8 +66,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   asio::steady_timer sweeper;       // idle and stalled sessions
   bool sweeping = false;
   bool running = false;
-  bool accept_error_logged = false;  // for errors other than running out of descriptors
-  bool refusal_logged = false;       // once per stretch at the session cap
+  bool refusal_logged = false;  // once per stretch at the session cap
   std::set<std::shared_ptr<Session>> sessions;
   UnixSocketFile file;
 
@@ -300,34 +299,19 @@ void ControlServer::Impl::do_accept() {
 
 void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket sock) {
   if (!running) return;
-  if (ec == asio::error::operation_aborted) return;
-  if (ec && FdReserve::exhausted(ec)) {
-    switch (reserve.accept(acceptor, sock, ec)) {
-      case FdReserve::Step::Accepted:
-        break;  // served below
-      case FdReserve::Step::BackOff:
-        accept_retry.expires_after(FdReserve::kBackOff);
-        accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
-          if (!e && self->running) self->do_accept();
-        });
-        return;
-    }
-  } else if (ec) {
-    // Retry a little later rather than spin (the connection stays queued).
-    if (!accept_error_logged) {
-      log(true,
-          "control socket " + cfg.socket + ": accept failed: " + ec.message() + " (retrying)");
-      accept_error_logged = true;
-    }
-    accept_retry.expires_after(std::chrono::milliseconds(100));
-    accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
-      if (!e && self->running) self->do_accept();
-    });
-    return;
-  } else {
-    reserve.accepted();
+  std::chrono::milliseconds delay;
+  switch (reserve.after_accept(acceptor, sock, ec, &delay)) {
+    case FdReserve::After::Closed:
+      return;
+    case FdReserve::After::Retry:
+      accept_retry.expires_after(delay);
+      accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
+        if (!e && self->running) self->do_accept();
+      });
+      return;
+    case FdReserve::After::Serve:
+      break;
   }
-  accept_error_logged = false;
   try {
     serve(std::move(sock));
   } catch (const std::exception& e) {  // out of memory: this connection only

@@ -375,7 +375,7 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds timeout = kDefaultTimeout;
   std::list<std::weak_ptr<Connection>> conns;
   std::string where;
-  bool started = false, stopped = false, accepting = false, accept_error_logged = false;
+  bool started = false, stopped = false, accepting = false;
   UnixSocketFile file;  // when serving on a Unix socket
 
   std::string start_unix();
@@ -456,38 +456,19 @@ void MetricsServer::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](std::error_code ec, Socket socket) {
     self->accepting = false;
     if (self->stopped) return;
-    if (ec == asio::error::operation_aborted) return;
-    if (ec == asio::error::connection_aborted) {
-      self->accept();  // the client gave up while queued; nothing wrong here
-      return;
+    std::chrono::milliseconds delay;
+    switch (self->reserve.after_accept(self->acceptor, socket, ec, &delay)) {
+      case FdReserve::After::Closed:
+        return;
+      case FdReserve::After::Retry:
+        self->retry_timer.expires_after(delay);
+        self->retry_timer.async_wait([self](std::error_code tec) {
+          if (!tec) self->accept();
+        });
+        return;
+      case FdReserve::After::Serve:
+        break;
     }
-    if (ec && FdReserve::exhausted(ec)) {
-      switch (self->reserve.accept(self->acceptor, socket, ec)) {
-        case FdReserve::Step::Accepted:
-          break;  // served below
-        case FdReserve::Step::BackOff:
-          self->retry_timer.expires_after(FdReserve::kBackOff);
-          self->retry_timer.async_wait([self](std::error_code tec) {
-            if (!tec) self->accept();
-          });
-          return;
-      }
-    } else if (ec) {
-      // Say so once, and try again shortly rather than spinning on it.
-      if (!self->accept_error_logged) {
-        self->accept_error_logged = true;
-        self->log(true, "metrics: cannot accept a connection on " + self->where + ": " +
-                            error_text(ec) + " (retrying)");
-      }
-      self->retry_timer.expires_after(std::chrono::milliseconds(100));
-      self->retry_timer.async_wait([self](std::error_code tec) {
-        if (!tec) self->accept();
-      });
-      return;
-    } else {
-      self->reserve.accepted();
-    }
-    self->accept_error_logged = false;
     auto c = std::make_shared<Connection>(self->io, std::move(socket));
     self->conns.push_front(c);
     c->self = self->conns.begin();

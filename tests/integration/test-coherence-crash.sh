@@ -40,6 +40,6 @@ round mq "$((seed + 1))" || st=$?
 ((st == 0)) || fail "a block lost a write a completed flush covered (status $st, second round)"
 
 # The check can fail: without affinity, the older write-back lands last.
-round mu "$((seed + 2))" -D multipath.unsafe_no_affinity=1 || st=$?
+round mu "$((seed + 2))" "-D multipath.unsafe_no_affinity=1" || st=$?
 ((st == 3)) || fail "affinity switched off was not caught (status $st): the check cannot fail"
 mp_log "affinity switched off: caught, as it must be"

@@ -233,6 +233,43 @@ TEST_CASE("affinity: at the bound the path is flushed, and nothing is dropped") 
   CHECK(evented);
 }
 
+TEST_CASE("affinity: a path a reload removes is flushed before its dirty range goes elsewhere") {
+  Harness h(rr_config());
+  h.bring_up_all();
+  REQUIRE(serve_one(h, Op::Write, kX) == "A");  // round-robin's first pick
+  std::string summary;
+  REQUIRE(h.engine->apply(rr_config({"B"}), false, &summary).empty());
+  CHECK(h.state("A") == PathState::Draining);
+  auto r = make_req(h.rt, Op::Write, kX, kLen, 4);
+  h.engine->submit(*r);
+  CHECK(h.find_all(Op::Write, kX).empty());
+  auto [ff, fi] = h.find(Op::Flush, 0);
+  CHECK(ff->name() == "A");
+  ff->complete(fi);
+  auto [fp, i] = h.find(Op::Write, kX);
+  CHECK(fp->name() == "B");
+  fp->serve(i);
+  CHECK(r->calls == 1);
+  CHECK(r->err == 0);
+  // Flushed and idle, A leaves.
+  CHECK(h.state("A") == PathState::Removed);
+}
+
+TEST_CASE("affinity: a reload to shared-cache true stops tracking") {
+  Harness h(rr_config());
+  h.bring_up_all();
+  std::string w = serve_one(h, Op::Write, kX);
+  CHECK(info(h, w).dirty_ranges == 1);
+  config::Config next = rr_config();
+  next.durability.shared_cache = true;
+  std::string summary;
+  REQUIRE(h.engine->apply(next, false, &summary).empty());
+  CHECK(info(h, w).dirty_ranges == 0);
+  std::set<std::string> reads;
+  for (int i = 0; i < 4; i++) reads.insert(serve_one(h, Op::Read, kX));
+  CHECK(reads.size() == 2);
+}
+
 TEST_CASE("affinity: nothing is tracked and nothing changes with a shared cache") {
   config::Config cfg = rr_config();
   cfg.durability.shared_cache = true;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -89,8 +90,11 @@ class ControlApi {
   virtual std::string fail_queued(std::uint64_t* failed) = 0;
   virtual std::string reset_stats() = 0;
   // Re-reads the configuration file and applies the difference; with
-  // dry_run, only checks it. `summary` says what changed (or would).
-  virtual std::string reload(bool dry_run, std::string* summary) = 0;
+  // dry_run, only checks it. `done` gets "" or the error, and a summary of
+  // what changed (or would). It runs on the loop thread, maybe later: the
+  // file is read off the loop.
+  using ReloadDone = std::function<void(const std::string& err, const std::string& summary)>;
+  virtual void reload(bool dry_run, ReloadDone done) = 0;
 };
 
 }  // namespace mp

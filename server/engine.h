@@ -89,6 +89,10 @@ class Engine final : public ControlApi, private PathListener {
   struct Options {
     bool track_stale_writes = true;    // false only to show the unsafe variant in a test
     bool dirty_range_affinity = true;  // likewise: false turns dirty-range affinity off
+    // Loads a configuration file for reload and calls back on the loop
+    // thread (Service: ConfigReader, off the loop). Empty: load it inline.
+    std::function<void(const std::string& file, std::function<void(config::LoadResult)> done)>
+        read_config;
   };
 
   // `disk` is what the disk advertises (the intersection of the paths' caps);
@@ -126,7 +130,7 @@ class Engine final : public ControlApi, private PathListener {
   std::string set_queueing(bool on) override;
   std::string fail_queued(std::uint64_t* failed) override;
   std::string reset_stats() override;
-  std::string reload(bool dry_run, std::string* summary) override;
+  void reload(bool dry_run, ReloadDone done) override;
   // Applies a new configuration (what reload does after reading the file).
   std::string apply(config::Config next, bool dry_run, std::string* summary);
 

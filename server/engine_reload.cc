@@ -19,12 +19,21 @@ void Engine::finish_removal(PathSlot& s) {
   transition(s, PathState::Removed, "removed by reload");
 }
 
-std::string Engine::reload(bool dry_run, std::string* summary) {
+// Reading and validating the file happens off the loop (Options::read_config);
+// only the finished Config comes back here to be applied.
+void Engine::reload(bool dry_run, ReloadDone done) {
   if (cfg_.source.empty() || cfg_.source == "command line")
-    return "the disk was started without config=FILE: there is no file to reload";
-  config::LoadResult r = config::load_file(cfg_.source);
-  if (!r) return "reload refused, the running configuration stays: " + r.error;
-  return apply(std::move(*r.config), dry_run, summary);
+    return done("the disk was started without config=FILE: there is no file to reload", "");
+  auto loaded = [this, dry_run, done = std::move(done)](config::LoadResult r) {
+    if (!r) return done("reload refused, the running configuration stays: " + r.error, "");
+    std::string summary;
+    std::string err = apply(std::move(*r.config), dry_run, &summary);
+    done(err, summary);
+  };
+  if (opts_.read_config)
+    opts_.read_config(cfg_.source, std::move(loaded));
+  else
+    loaded(config::load_file(cfg_.source));
 }
 
 // Applies the difference to a new configuration, as a whole or not at all.

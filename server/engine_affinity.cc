@@ -97,8 +97,10 @@ bool Engine::affinity_clear(const Request& r) {
   return clear;
 }
 
+// A FUA write is in the storage once acknowledged: nothing of it stays dirty
+// in the path's cache (what an earlier write left dirty around it stays).
 void Engine::note_acked_write(PathSlot& s, const Command& c) {
-  if (affinity_on()) s.ranges.add(c.offset, c.count, s.write_gen);
+  if (affinity_on() && !(c.flags & kFua)) s.ranges.add(c.offset, c.count, s.write_gen);
 }
 
 void Engine::note_flushed(PathSlot& s, std::uint64_t gen) {

@@ -82,6 +82,22 @@ TEST_CASE("affinity: requests over a range dirty on a path go to that path") {
   CHECK(other.size() == 2);
 }
 
+TEST_CASE("affinity: a FUA write leaves nothing dirty") {
+  Harness h(rr_config());
+  h.bring_up_all();
+  auto w = make_req(h.rt, Op::Write, kX, kLen, 2);
+  w->flags = kFua;
+  h.engine->submit(*w);
+  auto [fp, i] = h.find(Op::Write, kX);
+  fp->serve(i);
+  REQUIRE(w->calls == 1);
+  CHECK(info(h, "A").dirty_ranges == 0);
+  CHECK(info(h, "B").dirty_ranges == 0);
+  std::set<std::string> reads;
+  for (int k = 0; k < 4; k++) reads.insert(serve_one(h, Op::Read, kX));
+  CHECK(reads.size() == 2);
+}
+
 TEST_CASE("affinity: a completed flush cleans what was acknowledged before it was sent") {
   Harness h(rr_config({"A"}));
   h.bring_up_all();

@@ -40,6 +40,11 @@ struct PathInfo {
   std::uint64_t failures = 0, reinstatements = 0;
   double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
   std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
+  // Without a shared cache: what this path acknowledged that no flush on it
+  // covers yet (requests over it go to this path), and what that cost.
+  std::uint64_t dirty_ranges = 0, dirty_bytes = 0;
+  std::uint64_t affinity_requests = 0;  // sent here because they overlapped its dirty ranges
+  std::uint64_t cleaning_flushes = 0;   // flushes sent here to clean its dirty ranges
 };
 
 struct GroupInfo {

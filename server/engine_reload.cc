@@ -81,6 +81,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   if (summary) *summary = what;
   if (dry_run) return "";
 
+  bool affinity_was_on = affinity_on();
   next.control = cfg_.control;
   next.metrics = cfg_.metrics;
   next.source = cfg_.source;
@@ -97,6 +98,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
       // cache they may be lost: the next flush says so with EIO, once.
       if (sl->dirty() && !coherent_flush_) unflushed_lost_ = sl->cfg.name;
       sl->write_gen = sl->flushed_gen;
+      sl->ranges.clear();
       transition(*sl, PathState::Draining, "removed by reload");
     }
   }
@@ -114,6 +116,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
     connect_path(add_slot(*it));
   }
   coherent_flush_ = cfg_.durability.shared_cache || disk_.can_multi_conn;
+  apply_affinity_config(affinity_was_on);
   tracker_.set_max_bytes(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30));
   queueing_ = cfg_.no_path.policy == config::NoPathPolicy::Queue;
   arm_checker();

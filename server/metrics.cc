@@ -189,6 +189,15 @@ const PathCounter kPathCounters[] = {
      "Times this path became usable again after a failure.", &PathInfo::reinstatements},
     {"nbd_multipath_path_abandoned_writes_pending", "gauge",
      "Abandoned writes sent on this path and not yet resolved.", &PathInfo::abandoned_pending},
+    {"nbd_multipath_path_dirty_ranges", "gauge",
+     "Ranges this path acknowledged that no flush on it covers yet (shared-cache false).",
+     &PathInfo::dirty_ranges},
+    {"nbd_multipath_path_dirty_bytes", "gauge", "Bytes in those ranges.", &PathInfo::dirty_bytes},
+    {"nbd_multipath_path_affinity_requests_total", "counter",
+     "Requests sent to this path because they overlapped its dirty ranges.",
+     &PathInfo::affinity_requests},
+    {"nbd_multipath_path_cleaning_flushes_total", "counter",
+     "Flushes sent to this path alone to clean its dirty ranges.", &PathInfo::cleaning_flushes},
 };
 
 struct OpCounter {

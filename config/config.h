@@ -16,7 +16,7 @@ namespace mp::config {
 
 using Duration = std::chrono::milliseconds;
 
-enum class SelectorKind { RoundRobin, QueueLength, ServiceTime };
+enum class SelectorKind { RoundRobin, QueueLength, ServiceTime, Latency };
 enum class Failback { Immediate, Manual, Delayed };
 enum class NoPathPolicy { Fail, Queue };
 // What an EIO returned by an upstream on a healthy connection means.

@@ -381,7 +381,7 @@ TEST_CASE("wrong types") {
   }
   SUBCASE("selector is unknown, with a suggestion") {
     expect_error("paths:\n  - uri: nbd://a\nselector: round-robbin\n", "t.yaml:3:11: ",
-                 "selector must be round-robin, queue-length or service-time, not "
+                 "selector must be round-robin, queue-length, service-time or latency, not "
                  "'round-robbin' (did you mean 'round-robin'?)");
   }
   SUBCASE("eio policy is unknown") {
@@ -1104,7 +1104,7 @@ TEST_CASE("from_quick_args") {
              Case{"retries", "two", "command line: retries must be an integer, not 'two'"},
              Case{"selector", "fastest",
                   "command line: selector must be round-robin, "
-                  "queue-length or service-time, not 'fastest'"},
+                  "queue-length, service-time or latency, not 'fastest'"},
              Case{"no-path", "wait", "command line: no-path must be queue or fail, not 'wait'"},
          }) {
       INFO(c.key << "=" << c.value);
@@ -1298,8 +1298,8 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     // At the limit, the usual message, without a suggestion.
     LoadResult r = load("paths:\n  - uri: nbd://a\nselector: " + std::string(4096, 'x') + "\n");
     REQUIRE_FALSE(r);
-    CHECK(
-        contains(r.error, "selector must be round-robin, queue-length or service-time, not 'xxx"));
+    CHECK(contains(
+        r.error, "selector must be round-robin, queue-length, service-time or latency, not 'xxx"));
     CHECK(!contains(r.error, "did you mean"));
   }
   SUBCASE("text larger than 256 KiB") {

@@ -14,7 +14,10 @@
 #              spiky:     two paths, one behind the spikes filter (2% of requests 50 ms)
 #              healthy:   two healthy paths
 #              bandwidth: paths behind --filter=rate at 800 and 200 Mbit/s
-#   SELECTORS  selectors to compare (default: latency service-time queue-length round-robin)
+#   SELECTORS  selectors to compare, each NAME (outlier detection off: the
+#              selector alone) or NAME+outlier (on, the default configuration)
+#              (default: latency service-time queue-length round-robin
+#              latency+outlier service-time+outlier)
 #   ROUNDS     rounds; each round runs every target of a case once (3)
 #   RUNTIME    measured seconds per fio job (5)
 #   RAMP       warm-up seconds per fio job, not measured (1)
@@ -34,7 +37,7 @@ ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-5}
 RAMP=${RAMP:-1}
 CASES=${CASES:-slow spiky healthy bandwidth}
-SELECTORS=${SELECTORS:-latency service-time queue-length round-robin}
+SELECTORS=${SELECTORS:-latency service-time queue-length round-robin latency+outlier service-time+outlier}
 SIZE=${SIZE:-512M}
 MP_ARGS=${MP_ARGS:-}
 BENCH_OUT=${BENCH_OUT:-}
@@ -137,16 +140,21 @@ run_case() {
   start_upstream "$c-s" "${slow_filter[@]}" file "$img" "${slow_params[@]}"
   ups=("path=$(upstream_uri "$c-h")" "path=$(upstream_uri "$c-s")")
   # The reference: the healthy path alone, behind the same plugin.
-  start_multipath "$c-alone" "${ups[0]}" "${mp_args[@]}"
+  start_multipath "$c-alone" "${ups[0]}" outlier=false "${mp_args[@]}"
   refs=("$c-alone")
   if [[ $c == bandwidth ]]; then
-    start_multipath "$c-slowalone" "${ups[1]}" "${mp_args[@]}"
+    start_multipath "$c-slowalone" "${ups[1]}" outlier=false "${mp_args[@]}"
     refs+=("$c-slowalone")
     workloads=(seq1m-qd16)
   else
     workloads=(rr4k-qd32 rw64k-qd8)
   fi
-  for s in "${selectors[@]}"; do start_multipath "$c-$s" "${ups[@]}" "selector=$s" "${mp_args[@]}"; done
+  local sel out
+  for s in "${selectors[@]}"; do
+    sel=${s%+outlier} out=false
+    [[ $s == *+outlier ]] && out=true
+    start_multipath "$c-$s" "${ups[@]}" "selector=$sel" "outlier=$out" "${mp_args[@]}"
+  done
   targets=("${refs[@]}")
   for s in "${selectors[@]}"; do targets+=("$c-$s"); done
   for ((r = 1; r <= ROUNDS; r++)); do

@@ -152,7 +152,7 @@ LoadResult load_string(const std::string& text, const std::string& name);
 
 // The quick form: nbdkit multipath path=URI [path=URI ...] [key=value ...].
 // Keys: path, selector, timeout, request-timeout, connect-timeout, no-path,
-// retries, shared-cache. Unknown keys are refused.
+// retries, shared-cache, outlier. Unknown keys are refused.
 struct QuickArgs {
   std::vector<std::string> paths;
   std::vector<std::pair<std::string, std::string>> options;

@@ -255,7 +255,9 @@ const char kHelp[] =
     "no-path=queue|fail          With no usable path: queue (default) or fail with EIO.\n"
     "retries=N                   Further attempts after the first (default 8).\n"
     "shared-cache=true|false     Paths share one cache (one file on one host): a flush on\n"
-    "                            any live path covers a dead path's writes (default false).";
+    "                            any live path covers a dead path's writes (default false).\n"
+    "outlier=true|false          Latency outlier detection: a much slower path becomes\n"
+    "                            marginal (default true).";
 
 }  // namespace
 

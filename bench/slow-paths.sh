@@ -124,7 +124,7 @@ PY
 # run_case CASE: starts the case's upstreams and one multipath server per
 # target, runs the rounds, stops them all.
 run_case() {
-  local c=$1 w t r
+  local c=$1 w t r lab
   # Filters go before the plugin, their parameters after it.
   local -a slow_filter=() slow_params=() fast_filter=() fast_params=() ups refs workloads
   case $c in
@@ -153,19 +153,21 @@ run_case() {
   for s in "${selectors[@]}"; do
     sel=${s%+outlier} out=false
     [[ $s == *+outlier ]] && out=true
-    start_multipath "$c-$s" "${ups[@]}" "selector=$sel" "outlier=$out" "${mp_args[@]}"
+    # Server names take no '+': NAME+outlier runs as NAME.outlier.
+    start_multipath "$c-${s/+/.}" "${ups[@]}" "selector=$sel" "outlier=$out" "${mp_args[@]}"
   done
   targets=("${refs[@]}")
-  for s in "${selectors[@]}"; do targets+=("$c-$s"); done
+  for s in "${selectors[@]}"; do targets+=("$c-${s/+/.}"); done
   for ((r = 1; r <= ROUNDS; r++)); do
     bench_round_order "$r"
     for w in "${workloads[@]}"; do
       workload_args "$w"
       for t in "${order[@]}"; do
         slow_fio "$r" "$t" "$w" "$(mp_uri "$t")" "${wl_args[@]}"
-        echo "$c,$r,${t#"$c"-},$w,$iops,$mibs,$p50,$p99,$p999" >>"$raw"
+        lab=${t#"$c"-} lab=${lab/./+}
+        echo "$c,$r,$lab,$w,$iops,$mibs,$p50,$p99,$p999" >>"$raw"
         printf '  %-9s round %d/%d %-14s %-10s %9s IOPS %7s MiB/s p50 %6sus p99 %6sus p99.9 %6sus\n' \
-          "$c" "$r" "$ROUNDS" "${t#"$c"-}" "$w" "$iops" "$mibs" "$p50" "$p99" "$p999" >&2
+          "$c" "$r" "$ROUNDS" "$lab" "$w" "$iops" "$mibs" "$p50" "$p99" "$p999" >&2
       done
     done
   done

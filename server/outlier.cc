@@ -77,7 +77,8 @@ std::vector<OutlierDetector::Decision> OutlierDetector::evaluate(Clock::time_poi
       const double mine = median(d, now, d.marginal_since);
       if (mine == 0) continue;  // not enough probe replies yet
       const double ref = peers(m.id, now, group);
-      if (ref > 0 && mine > cfg_.readmit_ratio * ref) continue;
+      const double diff_us = std::chrono::duration<double, std::micro>(cfg_.min_difference).count();
+      if (ref > 0 && mine > cfg_.readmit_ratio * ref && mine - ref >= diff_us) continue;
       out.push_back(Decision{
           m.id, Verdict::Readmit,
           ref > 0 ? fmt::format("latency back near its peers': probes' median {} vs peers' {} "

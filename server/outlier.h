@@ -19,8 +19,9 @@
 //   in the group and at most `max-share` percent of its paths marginal;
 // * re-admitted: after base-ejection-time x (times made marginal), capped at
 //   max-ejection-time, once its probes' median (min-samples of them, taken
-//   since it was made marginal) is at most `readmit-ratio` x its peers', or
-//   when no peer has enough samples to compare with;
+//   since it was made marginal) is at most `readmit-ratio` x its peers' (or
+//   less than min-difference above them), or when no peer has enough samples
+//   to compare with;
 // * a path that stays active for max-ejection-time has its count restart.
 //
 // Memory: at most kMaxSamples samples per path. Runs on the loop thread (or

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -49,6 +50,23 @@ inline bool serve_probe(Harness& h, const std::string& name, Clock::duration del
   h.advance(delay);
   if (auto j = h.probe_of(name)) h.p(name).serve(*j);
   return true;
+}
+
+// Runs the disk for `d` of fake time: a client read every 100 ms, probes
+// answered as soon as they are sent (those of `slow` after `delay`).
+inline void run_for(Harness& h, const std::string& slow, Clock::duration delay, Clock::duration d) {
+  const Clock::time_point end = h.rt.t + d;
+  unsigned i = 0;
+  auto probe_pending = [&] {
+    for (auto& [name, fp] : h.paths)
+      if (h.probe_of(name)) return true;
+    return false;
+  };
+  while (h.rt.t < end) {
+    serve_slowly(h, slow, delay, 1, Op::Read, i++);  // answers pending probes first
+    const Clock::time_point until = std::min(end, h.rt.t + std::chrono::milliseconds(100));
+    if (until > h.rt.t) h.advance_until(probe_pending, until - h.rt.t);
+  }
 }
 
 // Drives `slow` (20 ms per request against 0 on the others) until the engine

@@ -1072,7 +1072,7 @@ TEST_CASE("from_quick_args") {
     REQUIRE_FALSE(r);
     CHECK(r.error ==
           "command line: unknown parameter 'foo': use one of path, config, selector, timeout, "
-          "request-timeout, connect-timeout, no-path, retries, shared-cache");
+          "request-timeout, connect-timeout, no-path, retries, shared-cache, outlier");
   }
   SUBCASE("unknown parameter close to a known one") {
     LoadResult r = from_quick_args({{"nbd://a"}, {{"timout", "1s"}}});

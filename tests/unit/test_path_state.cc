@@ -129,11 +129,7 @@ TEST_CASE("path_state: the engine makes every change of the table, with its effe
     w.step(h, "B", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h, "B")); });
     w.step(h, "B", {S::Marginal, S::Active}, [&] {
       // Its ejection time passes while its probes answer as fast as A.
-      for (int i = 0; i < 100 && h.state("B") == S::Marginal; i++) {
-        serve_slowly(h, "B", 0ms, 1, Op::Read, static_cast<unsigned>(i));
-        serve_probe(h, "B", 0ms);
-        h.advance(200ms);
-      }
+      for (int i = 0; i < 200 && h.state("B") == S::Marginal; i++) run_for(h, "B", 0ms, 100ms);
     });
     w.step(h, "B", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h, "B")); });
     w.step(h, "A", {S::Active, S::Failed}, [&] { h.down("A"); });

@@ -80,6 +80,9 @@ struct Durability {
   // has since died. False: such a flush waits for that path to come back (up
   // to the request deadline), then fails with EIO.
   bool shared_cache = false;
+  // Without a shared cache, the most dirty ranges (see server/dirty_ranges.h)
+  // tracked per path before the engine flushes that path to clean them.
+  std::uint64_t max_dirty_ranges = 16384;
 };
 
 struct StaleWrites {

@@ -452,10 +452,14 @@ void load_sections(const Mapping& top, Config& cfg) {
        });
 
   if (const YAML::Node* n = top.find("durability")) {
-    Mapping m(*n, "durability", "durability:", {"shared-cache"});
+    Mapping m(*n, "durability", "durability:", {"shared-cache", "max-dirty-ranges"});
     read(m, "shared-cache", "durability.shared-cache", "true or false",
          [&](const std::string& w, const std::string& t) {
            return conv_bool(w, t, cfg.durability.shared_cache);
+         });
+    read(m, "max-dirty-ranges", "durability.max-dirty-ranges", "a whole number from 1 to 1048576",
+         [&](const std::string& w, const std::string& t) {
+           return conv_int_as(w, t, 1, 1 << 20, cfg.durability.max_dirty_ranges);
          });
   }
 

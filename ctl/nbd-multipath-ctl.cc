@@ -143,6 +143,10 @@ void print_paths(const json& result) {
     if (p.abandoned_pending)
       std::puts(fmt::format("{}: {} abandoned writes not yet resolved", p.name, p.abandoned_pending)
                     .c_str());
+    if (p.dirty_ranges)
+      std::puts(fmt::format("{}: {} bytes in {} dirty ranges not yet flushed on it", p.name,
+                            p.dirty_bytes, p.dirty_ranges)
+                    .c_str());
   }
 }
 

@@ -23,6 +23,10 @@
 extern "C" {
 NBDKIT_DLL_PUBLIC int multipath_debug_verbose = 0;
 NBDKIT_DLL_PUBLIC int multipath_debug_unsafe_retry = 0;
+// -D multipath.unsafe_no_affinity=1 turns dirty-range affinity off (requests
+// over a range dirty on one path's own cache go wherever the selector says):
+// only for tests, to show what it guards against.
+NBDKIT_DLL_PUBLIC int multipath_debug_unsafe_no_affinity = 0;
 }
 
 namespace {
@@ -123,6 +127,7 @@ int mp_get_ready() noexcept try {
 int mp_after_fork() noexcept try {
   mp::Engine::Options opts;
   opts.track_stale_writes = !multipath_debug_unsafe_retry;
+  opts.dirty_range_affinity = !multipath_debug_unsafe_no_affinity;
   std::string err;
   g->service = mp::Service::start(g->cfg, g->disk, opts, log_line, &err);
   if (!g->service) {

@@ -2,10 +2,8 @@
 // with back-pressure and timeouts); each line goes to control_requests.cc.
 #include "server/control.h"
 
-#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +22,7 @@
 #include "server/control_requests.h"
 #include "server/errno_text.h"
 #include "server/fd_limits.h"
+#include "server/unix_socket_file.h"
 
 namespace mp {
 
@@ -67,20 +66,15 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
   asio::steady_timer sweeper;       // idle and stalled sessions
   bool sweeping = false;
   bool running = false;
-  bool accept_error_logged = false;  // for errors other than running out of descriptors
-  bool refusal_logged = false;       // once per stretch at the session cap
+  bool refusal_logged = false;  // once per stretch at the session cap
   std::set<std::shared_ptr<Session>> sessions;
-  // The socket file we created, so stop() never removes someone else's.
-  bool own_file = false;
-  dev_t dev = 0;
-  ino_t ino = 0;
+  UnixSocketFile file;
 
   void do_accept();
   void on_accept(std::error_code ec, stream_protocol::socket sock);
   void serve(stream_protocol::socket sock);  // a new connection: a session, or refused
   void arm_sweeper();
   void sweep();
-  void remove_file();
 };
 
 // One client connection. Runs on the loop thread. Handlers hold a shared_ptr
@@ -103,6 +97,8 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   bool eof = false;            // the client shut down its write side
   bool closing = false;        // close once the output is flushed (oversized line)
   bool resume_posted = false;  // process() will run again soon (batch limit)
+  bool awaiting = false;       // a request's answer comes later; the lines behind it wait
+  bool in_process = false;     // process() is on the stack
   SteadyClock::time_point last_activity = SteadyClock::now();
   SteadyClock::time_point last_write = SteadyClock::now();
 
@@ -161,7 +157,8 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
   void process() {
     static constexpr int kBatch = 32;
     int handled = 0;
-    while (srv && !closing && unsent() <= srv->lim.max_output) {
+    in_process = true;
+    while (srv && !closing && !awaiting && unsent() <= srv->lim.max_output) {
       if (handled == kBatch) {
         flush();
         if (!resume_posted) {
@@ -171,6 +168,7 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
             if (self->srv) self->guarded([&] { self->process(); });
           });
         }
+        in_process = false;
         return;
       }
       std::size_t nl = in.find('\n', scanned);
@@ -193,10 +191,17 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       control::Outcome o = control::run_request(srv->api, line);
       consumed = end == in.size() ? end : end + 1;
       scanned = consumed;
-      if (!o.audit.empty()) srv->log(false, o.audit);
-      respond(control::dump(o.response));
       handled++;
+      if (o.later) {
+        awaiting = true;
+        o.later([self = shared_from_this()](control::Outcome answer) {
+          self->guarded([&] { self->answered(std::move(answer)); });
+        });
+      } else {
+        answered(std::move(o));
+      }
     }
+    in_process = false;
     if (!srv) return;
     if (consumed > 0) {  // drop handled lines at once, not one by one
       in.erase(0, consumed);
@@ -204,11 +209,21 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       consumed = 0;
     }
     flush();
-    if (closing || (eof && in.empty())) {
+    if (!awaiting && (closing || (eof && in.empty()))) {
       if (!writing) close("");  // flushed: done
     } else {
       read();
     }
+  }
+
+  // A request's answer, now or later. A later one lets the lines behind it
+  // go on, so responses keep the order of the requests.
+  void answered(control::Outcome o) {
+    if (!srv) return;
+    if (!o.audit.empty()) srv->log(false, o.audit);
+    respond(control::dump(o.response));
+    awaiting = false;
+    if (!in_process) process();
   }
 
   void oversized() {
@@ -284,34 +299,19 @@ void ControlServer::Impl::do_accept() {
 
 void ControlServer::Impl::on_accept(std::error_code ec, stream_protocol::socket sock) {
   if (!running) return;
-  if (ec == asio::error::operation_aborted) return;
-  if (ec && FdReserve::exhausted(ec)) {
-    switch (reserve.accept(acceptor, sock, ec)) {
-      case FdReserve::Step::Accepted:
-        break;  // served below
-      case FdReserve::Step::BackOff:
-        accept_retry.expires_after(FdReserve::kBackOff);
-        accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
-          if (!e && self->running) self->do_accept();
-        });
-        return;
-    }
-  } else if (ec) {
-    // Retry a little later rather than spin (the connection stays queued).
-    if (!accept_error_logged) {
-      log(true,
-          "control socket " + cfg.socket + ": accept failed: " + ec.message() + " (retrying)");
-      accept_error_logged = true;
-    }
-    accept_retry.expires_after(std::chrono::milliseconds(100));
-    accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
-      if (!e && self->running) self->do_accept();
-    });
-    return;
-  } else {
-    reserve.accepted();
+  std::chrono::milliseconds delay;
+  switch (reserve.after_accept(acceptor, sock, ec, &delay)) {
+    case FdReserve::After::Closed:
+      return;
+    case FdReserve::After::Retry:
+      accept_retry.expires_after(delay);
+      accept_retry.async_wait([self = shared_from_this()](std::error_code e) {
+        if (!e && self->running) self->do_accept();
+      });
+      return;
+    case FdReserve::After::Serve:
+      break;
   }
-  accept_error_logged = false;
   try {
     serve(std::move(sock));
   } catch (const std::exception& e) {  // out of memory: this connection only
@@ -374,14 +374,6 @@ void ControlServer::Impl::sweep() {
   arm_sweeper();
 }
 
-void ControlServer::Impl::remove_file() {
-  if (!own_file) return;
-  own_file = false;
-  struct stat st;
-  if (::lstat(cfg.socket.c_str(), &st) == 0 && st.st_dev == dev && st.st_ino == ino)
-    ::unlink(cfg.socket.c_str());
-}
-
 ControlServer::ControlServer(asio::io_context& io, ControlApi& api, const config::Control& cfg,
                              Log log, ControlLimits limits)
     : impl_(std::make_shared<Impl>(io, api, cfg, std::move(log), limits)) {}
@@ -397,127 +389,21 @@ const std::string& ControlServer::socket_path() const {
   return impl_->cfg.socket;
 }
 
-namespace {
-
-// Is a server listening on the socket file at `path`? Answers false for a
-// stale socket (connection refused). Never blocks (non-blocking connect).
-bool socket_in_use(const std::string& path, int* err) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *err = errno;
-    return false;
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::copy(path.begin(), path.end(), addr.sun_path);
-  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  *err = rc == 0 ? 0 : errno;
-  ::close(fd);
-  return rc == 0 || *err == EAGAIN || *err == EINPROGRESS;  // EAGAIN: backlog full, but alive
-}
-
-// Looks a group up by name (or number). Returns "" and sets *gid, or a sentence.
-std::string find_group(const std::string& name, gid_t* gid) {
-  std::vector<char> buf(1024);
-  for (;;) {
-    group gr{}, *res = nullptr;
-    int rc = ::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &res);
-    if (rc == ERANGE && buf.size() < (1u << 20)) {
-      buf.resize(buf.size() * 4);
-      continue;
-    }
-    if (rc == 0 && res) {
-      *gid = res->gr_gid;
-      return "";
-    }
-    if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos &&
-        name.size() < 10) {
-      *gid = static_cast<gid_t>(std::stoul(name));
-      return "";
-    }
-    if (rc != 0 && rc != ENOENT && rc != ESRCH)
-      return "cannot look up group '" + name + "': " + errno_sentence(rc);
-    return "group '" + name + "' does not exist: set control.group to an existing group, or " +
-           "leave it out to keep the server's group";
-  }
-}
-
-}  // namespace
-
 std::string ControlServer::start() {
   Impl& m = *impl_;
-  const std::string& path = m.cfg.socket;
-  if (path.empty() || m.running) return "";
-  const std::string what = "control socket " + path + ": ";
-  if (path.size() >= sizeof(sockaddr_un::sun_path))
-    return what + "the path is " + std::to_string(path.size()) +
-           " bytes long, but a Unix socket path must be shorter than " +
-           std::to_string(sizeof(sockaddr_un::sun_path)) + " bytes: choose a shorter path";
-  if (path.front() != '/') return what + "the path must be absolute";
-  if (m.cfg.mode > 07777)
-    return what + "mode " + std::to_string(m.cfg.mode) + " is not a permission mode (0000..07777)";
-  gid_t gid = 0;
-  if (!m.cfg.group.empty()) {
-    if (std::string err = find_group(m.cfg.group, &gid); !err.empty()) return what + err;
-  }
-
-  // A leftover socket from a server that exited is removed; a live one is not.
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return what + "the path exists and is not a socket: remove it, or choose another path";
-    int err = 0;
-    if (socket_in_use(path, &err))
-      return what + "another server is listening on it: stop that server, or choose another path";
-    if (err != ECONNREFUSED)
-      return what + "cannot tell whether the existing socket is in use (" + errno_sentence(err) +
-             "): remove it if no server uses it";
-    if (::unlink(path.c_str()) != 0)
-      return what + "cannot remove the stale socket: " + errno_sentence(errno);
-  } else if (errno != ENOENT) {
-    return what + "cannot examine the path: " + errno_sentence(errno);
-  }
-
-  // Permissions are set before listen(): until then every connect is refused,
-  // so nobody connects under the wrong mode or group.
+  if (m.cfg.socket.empty() || m.running) return "";
+  UnixSocketFile::Spec spec{"control socket", m.cfg.socket, m.cfg.mode, m.cfg.group,
+                            "control.group"};
+  if (std::string err = m.file.open(spec); !err.empty()) return err;
   std::error_code ec;
-  auto fail = [&](const std::string& sentence) {
-    std::error_code ignored;
-    m.acceptor.close(ignored);
-    if (m.own_file) {
-      m.remove_file();
-    }
-    return what + sentence;
-  };
-  m.acceptor.open(stream_protocol(), ec);
-  if (ec) return fail("cannot create a socket: " + ec.message());
-  m.acceptor.bind(stream_protocol::endpoint(path), ec);
+  m.acceptor.assign(stream_protocol(), m.file.take_fd(), ec);
   if (ec) {
-    int err = ec.value();
-    std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
-    if (err == ENOENT)
-      return fail("cannot bind: the directory " + dir + " does not exist: create it");
-    if (err == EACCES)
-      return fail("cannot bind: permission denied in " + dir +
-                  ": run the server as a user who may write there, or choose another directory");
-    return fail("cannot bind: " + ec.message());
+    m.file.remove();
+    return "control socket " + m.cfg.socket +
+           ": cannot use the socket: " + errno_sentence(ec.value());
   }
-  if (::lstat(path.c_str(), &st) == 0) {
-    m.own_file = true;
-    m.dev = st.st_dev;
-    m.ino = st.st_ino;
-  }
-  if (::chmod(path.c_str(), m.cfg.mode) != 0)
-    return fail("cannot set its mode: " + errno_sentence(errno));
-  if (!m.cfg.group.empty() && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
-    int err = errno;
-    return fail("cannot give it to group " + m.cfg.group + ": " + errno_sentence(err) +
-                (err == EPERM ? ": run the server as root or as a member of that group" : ""));
-  }
-  m.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("cannot listen: " + ec.message());
   m.running = true;
-  m.reserve.hold("control socket " + path);
+  m.reserve.hold("control socket " + m.cfg.socket);
   m.do_accept();
   return "";
 }
@@ -533,11 +419,17 @@ void ControlServer::stop() {
   for (const auto& s : sessions) s->close("");
   m.sessions.clear();
   m.reserve.release();
-  m.remove_file();
+  m.file.remove();
 }
 
 std::string ControlServer::handle_line(ControlApi& api, std::string_view line) {
-  return control::dump(control::run_request(api, line).response);
+  control::Outcome o = control::run_request(api, line);
+  if (o.later) {
+    auto answer = std::make_shared<std::string>("{\"ok\":false,\"error\":\"no answer yet\"}");
+    o.later([answer](control::Outcome late) { *answer = control::dump(late.response); });
+    return *answer;  // an API that answers at once (tests) has answered
+  }
+  return control::dump(o.response);
 }
 
 }  // namespace mp

@@ -67,7 +67,8 @@ class ControlServer {
   const std::string& socket_path() const;
 
   // Answers one request line (without its newline) with one response line
-  // (without newline). What each session does per line; exposed for tests.
+  // (without newline). What each session does per line; exposed for tests,
+  // whose ControlApi answers a reload at once.
   static std::string handle_line(ControlApi& api, std::string_view line);
 
  private:

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct PathInfo {
   std::uint64_t marginal = 0;                     // times made marginal (latency outlier)
   double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
   std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
+  // Without a shared cache: what this path acknowledged that no flush on it
+  // covers yet (requests over it go to this path), and what that cost.
+  std::uint64_t dirty_ranges = 0, dirty_bytes = 0;
+  std::uint64_t affinity_requests = 0;  // sent here because they overlapped its dirty ranges
+  std::uint64_t cleaning_flushes = 0;   // flushes sent here to clean its dirty ranges
 };
 
 struct GroupInfo {
@@ -85,8 +91,11 @@ class ControlApi {
   virtual std::string fail_queued(std::uint64_t* failed) = 0;
   virtual std::string reset_stats() = 0;
   // Re-reads the configuration file and applies the difference; with
-  // dry_run, only checks it. `summary` says what changed (or would).
-  virtual std::string reload(bool dry_run, std::string* summary) = 0;
+  // dry_run, only checks it. `done` gets "" or the error, and a summary of
+  // what changed (or would). It runs on the loop thread, maybe later: the
+  // file is read off the loop.
+  using ReloadDone = std::function<void(const std::string& err, const std::string& summary)>;
+  virtual void reload(bool dry_run, ReloadDone done) = 0;
 };
 
 }  // namespace mp

@@ -15,10 +15,10 @@ using json = nlohmann::json;
 namespace {
 
 Outcome ok(json result, std::string audit = "") {
-  return {json{{"ok", true}, {"result", std::move(result)}}, std::move(audit)};
+  return {json{{"ok", true}, {"result", std::move(result)}}, std::move(audit), {}};
 }
 Outcome error(const std::string& sentence, std::string audit = "") {
-  return {json{{"ok", false}, {"error", sentence}}, std::move(audit)};
+  return {json{{"ok", false}, {"error", sentence}}, std::move(audit), {}};
 }
 
 }  // namespace
@@ -161,11 +161,24 @@ Outcome dispatch(ControlApi& api, const std::string& cmd, const std::vector<std:
     return action(err, json{{"failed", failed}});
   }
   if (cmd == "reload") {
-    bool dry_run = !args.empty();
-    std::string summary;
-    std::string err = api.reload(dry_run, &summary);
-    Outcome o = action(err, json{{"dry_run", dry_run}, {"summary", summary}});
-    if (err.empty() && !summary.empty()) o.audit += " (" + summary + ")";
+    // The file is read off the loop: the answer comes later.
+    const bool dry_run = !args.empty();
+    Outcome o;
+    o.later = [&api, dry_run, audit](std::function<void(Outcome)> answer) {
+      api.reload(dry_run, [dry_run, audit, answer = std::move(answer)](const std::string& err,
+                                                                       const std::string& summary) {
+        Outcome r;
+        try {
+          r = err.empty() ? ok(json{{"dry_run", dry_run}, {"summary", summary}}, audit + ": done")
+                          : error(err, audit + ": " + err);
+          if (err.empty() && !summary.empty()) r.audit += " (" + summary + ")";
+        } catch (const std::exception& e) {
+          r = Outcome{};
+          r.response = json{{"ok", false}, {"error", "internal error"}};
+        }
+        answer(std::move(r));
+      });
+    };
     return o;
   }
   if (cmd == "reset-stats") return action(api.reset_stats());

@@ -36,6 +36,7 @@ PathSlot& Engine::add_slot(const config::Path& pc) {
   auto s = std::make_unique<PathSlot>();
   s->id = static_cast<PathId>(slots_.size());
   s->cfg = pc;
+  s->ranges.set_max_ranges(cfg_.durability.max_dirty_ranges);
   for (std::size_t i = 0; i < groups_.size(); i++)
     if (groups_[i].name == pc.group) s->group = i;
   s->path = factory_(pc, *this);

@@ -37,6 +37,7 @@
 //   engine_shadows.cc  stale-write shadows: re-applies and the epoch barrier
 //   engine_control.cc  operator actions and show commands (ControlApi)
 //   engine_reload.cc   reload and apply, a removed path's departure
+//   engine_affinity.cc dirty-range affinity over independent upstream caches
 //   engine_outlier.cc  latency outliers: marginal paths, their probes, re-admission
 //   engine_internal.h  the private structs: Attempt, PathSlot, OpStats
 #pragma once
@@ -78,13 +79,22 @@ struct PathStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
   std::uint64_t transport_errors = 0, eio_errors = 0;  // errors, by kind
   std::uint64_t failures = 0, reinstatements = 0, probes = 0;
+  // Dirty-range affinity (engine_affinity.cc): requests sent here because they
+  // overlapped a range dirty on this path, and flushes the engine sent here to
+  // clean its ranges (another path needed one, or the bound was reached).
+  std::uint64_t affinity_requests = 0, cleaning_flushes = 0;
 };
 
 class Engine final : public ControlApi, private PathListener {
  public:
   using PathFactory = std::function<PathPtr(const config::Path&, PathListener&)>;
   struct Options {
-    bool track_stale_writes = true;  // false only to show the unsafe variant in a test
+    bool track_stale_writes = true;    // false only to show the unsafe variant in a test
+    bool dirty_range_affinity = true;  // likewise: false turns dirty-range affinity off
+    // Loads a configuration file for reload and calls back on the loop
+    // thread (Service: ConfigReader, off the loop). Empty: load it inline.
+    std::function<void(const std::string& file, std::function<void(config::LoadResult)> done)>
+        read_config;
   };
 
   // `disk` is what the disk advertises (the intersection of the paths' caps);
@@ -122,7 +132,7 @@ class Engine final : public ControlApi, private PathListener {
   std::string set_queueing(bool on) override;
   std::string fail_queued(std::uint64_t* failed) override;
   std::string reset_stats() override;
-  std::string reload(bool dry_run, std::string* summary) override;
+  void reload(bool dry_run, ReloadDone done) override;
   // Applies a new configuration (what reload does after reading the file).
   std::string apply(config::Config next, bool dry_run, std::string* summary);
 
@@ -183,6 +193,7 @@ class Engine final : public ControlApi, private PathListener {
   Group* serving_group();
 
   // engine_io.cc: the data path. attempt_done (an Attempt's command_done) is an entry point.
+  void admit(Request& r);  // a new request's bookkeeping (tag, deadline, epoch)
   void dispatch(Request& r);
   void dispatch_flush(Request& r);
   bool send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
@@ -212,6 +223,17 @@ class Engine final : public ControlApi, private PathListener {
   void outlier_tick();
   void readmit(PathSlot& s, const std::string& reason, bool by_operator);
   void keep_one_active(std::size_t group);
+
+  // engine_affinity.cc: dirty-range affinity when the paths' caches are not shared.
+  bool affinity_on() const;
+  bool affinity_target(const PathSlot& s);
+  bool route_by_affinity(Request& r, Group& g);
+  bool affinity_clear(const Request& r);
+  void note_acked_write(PathSlot& s, const Command& c);
+  void note_flushed(PathSlot& s, std::uint64_t gen);
+  void note_path_down(PathSlot& s);
+  void clean_path(PathSlot& s, const char* why);
+  void apply_affinity_config(bool was_on);
 
   // engine_control.cc and engine_reload.cc.
   std::string no_such_path(const std::string& name);

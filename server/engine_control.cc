@@ -150,6 +150,10 @@ std::vector<PathInfo> Engine::show_paths() {
     p.latency_p99_us = sl->latency.quantile(0.99);
     for (Attempt* a = abandoned_; a; a = a->next)
       if (a->slot == sl.get() && a->stale_id) p.abandoned_pending++;
+    p.dirty_ranges = sl->ranges.ranges();
+    p.dirty_bytes = sl->ranges.bytes();
+    p.affinity_requests = st.affinity_requests;
+    p.cleaning_flushes = st.cleaning_flushes;
     v.push_back(std::move(p));
   }
   return v;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "server/dirty_ranges.h"
 #include "server/engine.h"
 #include "server/latency.h"
 #include "server/path.h"
@@ -108,6 +109,9 @@ struct PathSlot {
   bool removing = false;    // removed by a reload: draining, then Removed
   PathStats stats;
   Latency latency;  // per attempt
+  // Without a shared cache: what this path acknowledged that no completed
+  // flush on it covers yet, by write_gen (engine_affinity.cc).
+  DirtyRanges ranges;
   bool dirty() const { return write_gen != flushed_gen; }
 };
 

@@ -17,6 +17,11 @@ using std::chrono::milliseconds;
 
 void Engine::submit(Request& r) {
   Entry entry(*this);
+  admit(r);
+  dispatch(r);
+}
+
+void Engine::admit(Request& r) {
   r.tag = next_tag_++;
   r.started = rt_.now();
   r.deadline = r.started + cfg_.timeouts.request;
@@ -25,7 +30,6 @@ void Engine::submit(Request& r) {
   if (inflight_by_epoch_.empty() || inflight_by_epoch_.back().first != epoch_)
     inflight_by_epoch_.emplace_back(epoch_, 0);
   inflight_by_epoch_.back().second++;
-  dispatch(r);
 }
 
 void Engine::dispatch(Request& r) {
@@ -39,6 +43,7 @@ void Engine::dispatch(Request& r) {
   }
   Group* g = serving_group();
   if (!g) return no_path(r);
+  if (route_by_affinity(r, *g)) return;  // a range dirty on one path: sent there, or waits
   auto id = g->selector->select_path(r.count);
   if (!id) return park(r, Request::Park::Busy, r.deadline);
   Command cmd{r.op, r.offset, r.count, r.flags, nullptr};
@@ -223,8 +228,14 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   Request& r = *a.req;
   r.pending--;
   if (ended == AttemptEnd::Ok) {
-    if (is_write(a.cmd.op)) s.write_gen++;
-    if (a.cmd.op == Op::Flush) s.flushed_gen = std::max(s.flushed_gen, a.flush_gen);
+    if (is_write(a.cmd.op)) {
+      s.write_gen++;
+      note_acked_write(s, a.cmd);
+    }
+    if (a.cmd.op == Op::Flush) {
+      s.flushed_gen = std::max(s.flushed_gen, a.flush_gen);
+      note_flushed(s, a.flush_gen);
+    }
     if (a.cmd.op == Op::Read) r.data = std::move(a.buf);
   } else if (path_error.empty()) {
     if (!r.err) r.err = err;  // the server's answer on a healthy connection
@@ -241,11 +252,13 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
       finish(r, r.err);
   }
   if (s.removing) finish_removal(s);
+  if (s.ranges.over_limit()) clean_path(s, "dirty-range bound reached");
 }
 
 void Engine::retry(Request& r) {
   r.retry_needed = false;
   r.err = 0;
+  if (r.cleaning) return finish(r, EIO);  // its one path failed: nothing left to clean there
   stats_.retries++;
   if (stopping_) return finish(r, EIO);
   if (rt_.now() >= r.deadline) {

@@ -43,7 +43,9 @@ void Engine::park(Request& r, Request::Park kind, Clock::time_point until) {
     const char* what = r.parked_for == Request::Park::NoPath ? "no usable path"
                        : r.parked_for == Request::Park::Busy ? "every path busy"
                        : r.parked_for == Request::Park::Hold ? "an abandoned write over its range"
-                                                             : "a dirty path to flush";
+                       : r.parked_for == Request::Park::Clean
+                           ? "a path holding a dirty range of it to be flushed"
+                           : "a dirty path to flush";
     log(LogLevel::Error, std::string(to_string(r.op)) + " at " + std::to_string(r.offset) +
                              " failed with EIO: timed out waiting for " + what);
     unpark(r);
@@ -83,6 +85,8 @@ bool Engine::can_go(const Request& r) {
       for (auto& s : slots_)
         if (s->dirty() && !connected(*s) && s->state != PathState::Removed) return false;
       return true;
+    case Request::Park::Clean:
+      return affinity_clear(r);
     case Request::Park::None:
       return true;
   }

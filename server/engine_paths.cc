@@ -118,6 +118,7 @@ void Engine::path_down(Path& path, const std::string& reason) {
 void Engine::take_down(PathSlot& s, const std::string& reason) {
   bool was_active = s.state == PathState::Active;
   timers_.cancel(s.timer);
+  note_path_down(s);  // before the change: it reports dirty ranges a connected path leaves
   transition(s, PathState::Failed, reason);
   s.path->disconnect();
   while (s.inflight) abandon(*s.inflight);

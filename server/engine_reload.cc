@@ -19,12 +19,21 @@ void Engine::finish_removal(PathSlot& s) {
   transition(s, PathState::Removed, "removed by reload");
 }
 
-std::string Engine::reload(bool dry_run, std::string* summary) {
+// Reading and validating the file happens off the loop (Options::read_config);
+// only the finished Config comes back here to be applied.
+void Engine::reload(bool dry_run, ReloadDone done) {
   if (cfg_.source.empty() || cfg_.source == "command line")
-    return "the disk was started without config=FILE: there is no file to reload";
-  config::LoadResult r = config::load_file(cfg_.source);
-  if (!r) return "reload refused, the running configuration stays: " + r.error;
-  return apply(std::move(*r.config), dry_run, summary);
+    return done("the disk was started without config=FILE: there is no file to reload", "");
+  auto loaded = [this, dry_run, done = std::move(done)](config::LoadResult r) {
+    if (!r) return done("reload refused, the running configuration stays: " + r.error, "");
+    std::string summary;
+    std::string err = apply(std::move(*r.config), dry_run, &summary);
+    done(err, summary);
+  };
+  if (opts_.read_config)
+    opts_.read_config(cfg_.source, std::move(loaded));
+  else
+    loaded(config::load_file(cfg_.source));
 }
 
 // Applies the difference to a new configuration, as a whole or not at all.
@@ -72,6 +81,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   if (summary) *summary = what;
   if (dry_run) return "";
 
+  bool affinity_was_on = affinity_on();
   next.control = cfg_.control;
   next.metrics = cfg_.metrics;
   next.source = cfg_.source;
@@ -88,6 +98,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
       // cache they may be lost: the next flush says so with EIO, once.
       if (sl->dirty() && !coherent_flush_) unflushed_lost_ = sl->cfg.name;
       sl->write_gen = sl->flushed_gen;
+      sl->ranges.clear();
       transition(*sl, PathState::Draining, "removed by reload");
     }
   }
@@ -106,6 +117,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
     connect_path(add_slot(*it));
   }
   coherent_flush_ = cfg_.durability.shared_cache || disk_.can_multi_conn;
+  apply_affinity_config(affinity_was_on);
   tracker_.set_max_bytes(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30));
   queueing_ = cfg_.no_path.policy == config::NoPathPolicy::Queue;
   arm_checker();

@@ -95,6 +95,15 @@ void FdReserve::note_exhausted(const std::error_code& ec) {
                  "clients");
 }
 
+void FdReserve::note_accept_error(const std::error_code& ec) {
+  if (accept_error_logged_) return;
+  accept_error_logged_ = true;
+  const bool sys = ec.category() == std::system_category() ||
+                   ec.category() == asio::error::get_system_category();
+  log_(true, what_ + ": accept failed: " +
+                 (sys ? std::string(errno_text(ec.value())) : ec.message()) + " (retrying)");
+}
+
 void FdReserve::accepted() {
   take();
   // A spare descriptor for the connection and the full reserve: the episode

@@ -77,6 +77,20 @@ class FdReserve {
   // an exhaustion episode ends (noted once), and a missing reserve is retaken.
   void accepted();
 
+  // What a listener does after any accept completed, the one decision the
+  // control and metrics servers share.
+  enum class After {
+    Serve,   // `sock` holds a client's connection
+    Retry,   // accept again after *delay (a waiting client stays queued)
+    Closed,  // the listener was closed: accept no more
+  };
+  // Out of descriptors: accept() above. A client that gave up while queued:
+  // accept again at once. Any other error: logged once per stretch (it ends
+  // at the next success), retried after 100 ms rather than spun on.
+  template <class Acceptor, class Socket>
+  After after_accept(Acceptor& acceptor, Socket& sock, const std::error_code& ec,
+                     std::chrono::milliseconds* delay);
+
   // Closes a connection's socket. If the reserve is missing, the socket is
   // shut down (the peer sees EOF) and its descriptor kept as the reserve
   // instead: it is never free, so nobody else can take it in between.
@@ -108,6 +122,7 @@ class FdReserve {
 
  private:
   void note_exhausted(const std::error_code& ec);
+  void note_accept_error(const std::error_code& ec);  // once per stretch
   void take();         // fills the missing reserve descriptors with /dev/null
   void close_all();    // closes the reserve descriptors
   bool free_one();     // closes one reserve descriptor: true if one was held
@@ -119,9 +134,10 @@ class FdReserve {
   // The reserve: each /dev/null or a shut-down socket adopted at close, or
   // -1 while lent out (to an accepted connection) or after release().
   std::array<int, kReserved> fds_{-1, -1};
-  int held_ = 0;            // entries of fds_ that are >= 0
-  bool exhausted_ = false;  // logged, and not yet recovered
-  bool stopped_ = true;     // not between hold() and release(): never take one
+  int held_ = 0;                      // entries of fds_ that are >= 0
+  bool exhausted_ = false;            // logged, and not yet recovered
+  bool accept_error_logged_ = false;  // another accept error, since the last success
+  bool stopped_ = true;               // not between hold() and release(): never take one
 };
 
 template <class Acceptor, class Socket>
@@ -148,6 +164,29 @@ FdReserve::Step FdReserve::accept(Acceptor& acceptor, Socket& sock, const std::e
   }
   take();
   return e ? Step::BackOff : Step::Accepted;
+}
+
+template <class Acceptor, class Socket>
+FdReserve::After FdReserve::after_accept(Acceptor& acceptor, Socket& sock,
+                                         const std::error_code& ec,
+                                         std::chrono::milliseconds* delay) {
+  *delay = std::chrono::milliseconds(0);
+  if (ec == asio::error::operation_aborted) return After::Closed;
+  if (ec == asio::error::connection_aborted) return After::Retry;
+  if (ec && exhausted(ec)) {
+    if (accept(acceptor, sock, ec) == Step::BackOff) {
+      *delay = kBackOff;
+      return After::Retry;
+    }
+  } else if (ec) {
+    note_accept_error(ec);
+    *delay = std::chrono::milliseconds(100);
+    return After::Retry;
+  } else {
+    accepted();
+  }
+  accept_error_logged_ = false;
+  return After::Serve;
 }
 
 template <class Socket>

@@ -28,6 +28,7 @@
 
 #include "server/errno_text.h"
 #include "server/fd_limits.h"
+#include "server/unix_socket_file.h"
 
 namespace mp {
 namespace {
@@ -191,6 +192,15 @@ const PathCounter kPathCounters[] = {
      "Times this path was made marginal (a latency outlier).", &PathInfo::marginal},
     {"nbd_multipath_path_abandoned_writes_pending", "gauge",
      "Abandoned writes sent on this path and not yet resolved.", &PathInfo::abandoned_pending},
+    {"nbd_multipath_path_dirty_ranges", "gauge",
+     "Ranges this path acknowledged that no flush on it covers yet (shared-cache false).",
+     &PathInfo::dirty_ranges},
+    {"nbd_multipath_path_dirty_bytes", "gauge", "Bytes in those ranges.", &PathInfo::dirty_bytes},
+    {"nbd_multipath_path_affinity_requests_total", "counter",
+     "Requests sent to this path because they overlapped its dirty ranges.",
+     &PathInfo::affinity_requests},
+    {"nbd_multipath_path_cleaning_flushes_total", "counter",
+     "Flushes sent to this path alone to clean its dirty ranges.", &PathInfo::cleaning_flushes},
 };
 
 struct OpCounter {
@@ -377,10 +387,8 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds timeout = kDefaultTimeout;
   std::list<std::weak_ptr<Connection>> conns;
   std::string where;
-  bool started = false, stopped = false, accepting = false, accept_error_logged = false;
-  // The Unix socket file we created, to remove at stop only if it is still ours.
-  dev_t sock_dev = 0;
-  ino_t sock_ino = 0;
+  bool started = false, stopped = false, accepting = false;
+  UnixSocketFile file;  // when serving on a Unix socket
 
   std::string start_unix();
   std::string start_tcp();
@@ -392,66 +400,16 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
   void shutdown();
 };
 
-// Is something listening on the Unix socket at `path`? A non-blocking
-// connect answers at once: refused means a stale file.
-static bool unix_socket_live(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, path.c_str(), std::min(path.size(), sizeof sa.sun_path - 1));
-  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  int err = rc == 0 ? 0 : errno;
-  ::close(fd);
-  return rc == 0 || err == EAGAIN || err == EINPROGRESS;
-}
-
 std::string MetricsServer::Impl::start_unix() {
-  const std::string& path = cfg.socket;
-  const std::string what = "metrics socket '" + path + "'";
-  if (path.size() >= sizeof(sockaddr_un::sun_path))
-    return "cannot listen on the " + what + ": the path is longer than a Unix socket allows";
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return "cannot listen on the " + what +
-             ": the file exists and is not a socket: remove it or choose another path";
-    if (unix_socket_live(path))
-      return "cannot listen on the " + what +
-             ": another server is listening on it: stop that server or choose another path";
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return "cannot remove the stale " + what + ": " + errno_text(errno);
-  } else if (errno != ENOENT) {
-    return "cannot listen on the " + what + ": " + errno_text(errno);
-  }
-
+  UnixSocketFile::Spec spec{"metrics socket", cfg.socket, kSocketMode, "", ""};
+  if (std::string err = file.open(spec); !err.empty()) return err;
   std::error_code ec;
-  Protocol::endpoint ep{asio::local::stream_protocol::endpoint(path)};
-  acceptor.open(ep.protocol(), ec);
-  // The socket file takes the socket inode's mode at bind (minus the umask):
-  // setting it first leaves no moment where others may connect.
-  if (!ec && ::fchmod(acceptor.native_handle(), kSocketMode) != 0)
-    ec = std::error_code(errno, std::system_category());
-  if (!ec) acceptor.bind(ep, ec);
+  acceptor.assign(Protocol(AF_UNIX, SOCK_STREAM), file.take_fd(), ec);
   if (ec) {
-    acceptor.close();
-    return "cannot listen on the " + what + ": " + error_text(ec);
+    file.remove();
+    return "metrics socket " + cfg.socket + ": cannot use the socket: " + error_text(ec);
   }
-  if (::chmod(path.c_str(), kSocketMode) != 0 || ::lstat(path.c_str(), &st) != 0) {
-    int err = errno;
-    acceptor.close();
-    ::unlink(path.c_str());
-    return "cannot set the mode of the " + what + ": " + errno_text(err);
-  }
-  sock_dev = st.st_dev;
-  sock_ino = st.st_ino;
-  acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    acceptor.close();
-    ::unlink(path.c_str());
-    return "cannot listen on the " + what + ": " + error_text(ec);
-  }
-  where = path;
+  where = cfg.socket;
   return "";
 }
 
@@ -510,38 +468,19 @@ void MetricsServer::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](std::error_code ec, Socket socket) {
     self->accepting = false;
     if (self->stopped) return;
-    if (ec == asio::error::operation_aborted) return;
-    if (ec == asio::error::connection_aborted) {
-      self->accept();  // the client gave up while queued; nothing wrong here
-      return;
+    std::chrono::milliseconds delay;
+    switch (self->reserve.after_accept(self->acceptor, socket, ec, &delay)) {
+      case FdReserve::After::Closed:
+        return;
+      case FdReserve::After::Retry:
+        self->retry_timer.expires_after(delay);
+        self->retry_timer.async_wait([self](std::error_code tec) {
+          if (!tec) self->accept();
+        });
+        return;
+      case FdReserve::After::Serve:
+        break;
     }
-    if (ec && FdReserve::exhausted(ec)) {
-      switch (self->reserve.accept(self->acceptor, socket, ec)) {
-        case FdReserve::Step::Accepted:
-          break;  // served below
-        case FdReserve::Step::BackOff:
-          self->retry_timer.expires_after(FdReserve::kBackOff);
-          self->retry_timer.async_wait([self](std::error_code tec) {
-            if (!tec) self->accept();
-          });
-          return;
-      }
-    } else if (ec) {
-      // Say so once, and try again shortly rather than spinning on it.
-      if (!self->accept_error_logged) {
-        self->accept_error_logged = true;
-        self->log(true, "metrics: cannot accept a connection on " + self->where + ": " +
-                            error_text(ec) + " (retrying)");
-      }
-      self->retry_timer.expires_after(std::chrono::milliseconds(100));
-      self->retry_timer.async_wait([self](std::error_code tec) {
-        if (!tec) self->accept();
-      });
-      return;
-    } else {
-      self->reserve.accepted();
-    }
-    self->accept_error_logged = false;
     auto c = std::make_shared<Connection>(self->io, std::move(socket));
     self->conns.push_front(c);
     c->self = self->conns.begin();
@@ -645,11 +584,7 @@ void MetricsServer::Impl::shutdown() {
   for (auto& c : live) close(c);
   conns.clear();
   reserve.release();
-  if (started && !cfg.socket.empty()) {
-    struct stat st;
-    if (::lstat(cfg.socket.c_str(), &st) == 0 && st.st_dev == sock_dev && st.st_ino == sock_ino)
-      ::unlink(cfg.socket.c_str());
-  }
+  file.remove();
 }
 
 MetricsServer::MetricsServer(asio::io_context& io, ControlApi& api, const config::Metrics& cfg,

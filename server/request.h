@@ -29,7 +29,8 @@ struct RequestState {
     NoPath,  // no usable path (no-path policy: queue)
     Busy,    // every usable path is at its cap
     Hold,    // an abandoned write without a shadow overlaps this write
-    Flush    // a flush waits for a dirty path that is down
+    Flush,   // a flush waits for a dirty path that is down
+    Clean    // waits for a path holding a dirty range it overlaps to be flushed
   };
   std::uint64_t tag = 0;
   Clock::time_point started{}, deadline{}, park_until{};
@@ -37,7 +38,8 @@ struct RequestState {
   std::uint64_t epoch = 0;    // Engine::epoch_ at submission
   unsigned pending = 0;       // attempts in flight for this request
   bool retry_needed = false;  // an attempt failed on a path: try again
-  bool internal = false;      // a re-apply, not a client request
+  bool internal = false;      // a re-apply or a cleaning flush, not a client request
+  bool cleaning = false;      // a flush of one path (Engine::clean_path): never retried elsewhere
   Park parked_for = Park::None;
   TimerQueue::Key park_timer;    // armed while parked: its deadline
   Request* park_prev = nullptr;  // in the engine's FIFO of parked requests

@@ -18,6 +18,11 @@ std::unique_ptr<Service> Service::start(const config::Config& cfg, const PathCap
                                         std::string* err) {
   std::unique_ptr<Service> s(new Service(cfg, disk, log));
   EventLoop& loop = *s->loop_;
+  s->reader_ = std::make_unique<ConfigReader>(loop);
+  opts.read_config = [r = s->reader_.get()](const std::string& file,
+                                            std::function<void(config::LoadResult)> done) {
+    r->read(file, std::move(done));
+  };
   s->engine_ = std::make_unique<Engine>(
       cfg, loop,
       [&loop, &cfg](const config::Path& p, PathListener& l) {
@@ -99,6 +104,8 @@ std::string Service::stop() {
     engine_.reset();
     return "";
   }
+  // No reload answer may reach the engine from here on.
+  reader_->stop();
   std::string summary;
   Engine* e = engine_.get();
   loop_->run_sync([this, e, &summary] {

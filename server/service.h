@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "server/config_reader.h"
 #include "server/control.h"
 #include "server/engine.h"
 #include "server/loop.h"
@@ -52,6 +53,7 @@ class Service {
   const PathCaps disk_;        // what the disk advertises
   EventLoop::Logger log_;      // thread-safe: also called on worker threads
   std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<ConfigReader> reader_;  // reload's file, off the loop
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ControlServer> control_;  // when control.socket is set
   std::unique_ptr<MetricsServer> metrics_;  // when metrics.socket or .listen is set

@@ -347,6 +347,15 @@ _mp_wait_gone() {
   done
 }
 
+# Every thread's stack of a process that hangs, into the test's log (gdb,
+# when installed), so that a hang at exit can be read after the fact.
+_mp_stacks() {
+  command -v gdb >/dev/null || return 0
+  mp_log "stacks of pid $1 ($(tr '\0' ' ' </proc/"$1"/cmdline 2>/dev/null | cut -c1-120)):"
+  timeout 30 gdb -p "$1" -batch -nx -ex 'set pagination off' -ex 'thread apply all bt 12' \
+    2>/dev/null | grep -E '^(Thread|#)' | head -n 200 >&2 || true
+}
+
 # Stop the given pids: SIGCONT (a stopped process would not act on SIGTERM),
 # SIGTERM, wait up to the grace period, then SIGKILL.
 _mp_terminate() {
@@ -362,6 +371,7 @@ _mp_terminate() {
     for p in "$@"; do
       if _mp_alive "$p"; then
         mp_log "pid $p ignored SIGTERM for $(_mp_us_to_s "$grace_us")s: SIGKILL"
+        _mp_stacks "$p"
         kill -KILL "$p" 2>/dev/null || true
       fi
     done

@@ -6,11 +6,6 @@
 # answered, and the exhaustion is logged exactly once.
 source "$(dirname "$0")/functions.sh"
 mp_init
-# Under a preloaded asan runtime nbdkit 1.42.3 did not exit within 15 s of
-# SIGTERM after this test (seen in test-abrupt-disconnect and test-control-fds, not
-# yet diagnosed; the default build exits cleanly and checks it): run it in the
-# default build only until that is understood.
-[[ -z ${MP_SANITIZE:-} ]] || mp_skip "not run under MP_SANITIZE=$MP_SANITIZE (nbdkit's exit hang under a sanitizer, see the comment)"
 mp_require nbdkit prlimit
 _mp_require_python
 

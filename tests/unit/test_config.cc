@@ -78,6 +78,7 @@ checker:
   interval: 250ms
 durability:
   shared-cache: true
+  max-dirty-ranges: 500
 stale-writes:
   max-bytes: 128MiB
 control:
@@ -132,6 +133,7 @@ metrics:
   CHECK(c.no_path.max_requests == 100);
   CHECK(c.checker.interval == 250ms);
   CHECK(c.durability.shared_cache == true);
+  CHECK(c.durability.max_dirty_ranges == 500);
   CHECK(c.stale_writes.max_bytes == 128ull << 20);
   CHECK(c.control.socket == "/run/mp/ctl.sock");
   CHECK(c.control.mode == 0660);
@@ -178,6 +180,7 @@ TEST_CASE("a file with only paths gets every default") {
   CHECK(c.no_path.max_requests == 4096);
   CHECK(c.checker.interval == 1s);
   CHECK(c.durability.shared_cache == false);
+  CHECK(c.durability.max_dirty_ranges == 16384);
   CHECK(c.stale_writes.max_bytes == 64ull << 20);
   CHECK(c.control.socket.empty());
   CHECK(c.control.mode == 0600);
@@ -374,6 +377,10 @@ TEST_CASE("wrong types") {
   SUBCASE("shared-cache is not a boolean") {
     expect_error("paths:\n  - uri: nbd://a\ndurability:\n  shared-cache: maybe\n",
                  "t.yaml:4:17: ", "durability.shared-cache must be true or false, not 'maybe'");
+  }
+  SUBCASE("max-dirty-ranges is out of range") {
+    expect_error("paths:\n  - uri: nbd://a\ndurability:\n  max-dirty-ranges: 0\n",
+                 "t.yaml:4:21: ", "durability.max-dirty-ranges must be from 1 to 1048576, not '0'");
   }
   SUBCASE("max-bytes is text") {
     expect_error("paths:\n  - uri: nbd://a\nstale-writes:\n  max-bytes: lots\n",

@@ -125,11 +125,17 @@ struct FakeControlApi : ControlApi {
     if (throw_on_reset) throw std::runtime_error("boom");
     return "";
   }
-  std::string reload(bool dry_run, std::string* summary) override {
+  void reload(bool dry_run, ReloadDone done) override {
     calls.push_back(dry_run ? "reload --dry-run" : "reload");
-    *summary = dry_run ? "would add path d" : "added path d";
-    return "";
+    if (defer_reload) {
+      deferred.push_back(
+          [dry_run, done] { done("", dry_run ? "would add path d" : "added path d"); });
+      return;
+    }
+    done("", dry_run ? "would add path d" : "added path d");
   }
+  bool defer_reload = false;                    // answer reloads when the test says
+  std::vector<std::function<void()>> deferred;  // the reload answers held back
 };
 
 struct TempDir {
@@ -1015,6 +1021,48 @@ TEST_CASE("fuzz over a session: one response per line, in order, and the session
 }
 
 // ------------------------------------------------------------ pipelining ----
+
+TEST_CASE("a reload answered later holds the lines behind it, and answers stay in order") {
+  Rig rig;
+  rig.api.defer_reload = true;
+  REQUIRE(rig.server->start() == "");
+  Client c(rig);
+  Client other(rig);
+  c.send("{\"command\":\"reload\"}\n{\"command\":\"show paths\"}\n");
+  // The reload is asked for; the request behind it waits for its answer.
+  REQUIRE(rig.run_until([&] { return rig.api.deferred.size() == 1; }));
+  for (int i = 0; i < 20; i++) rig.io.poll();
+  c.pump();
+  CHECK(c.buf.empty());
+  CHECK(rig.api.calls.back() == "reload");
+  // Meanwhile another session is served: the loop is not blocked.
+  CHECK(other.command("show paths")["ok"] == true);
+  rig.api.deferred.front()();
+  json first = c.response();
+  CHECK(first["ok"] == true);
+  CHECK(first["result"]["summary"] == "added path d");
+  CHECK(c.response()["ok"] == true);  // then show paths
+  CHECK(rig.api.calls.back() == "show_paths");
+  CHECK(rig.logged("control: reload: done (added path d)"));
+}
+
+TEST_CASE("a client that hangs up while its reload is pending: the session ends with the answer") {
+  Rig rig;
+  rig.api.defer_reload = true;
+  REQUIRE(rig.server->start() == "");
+  {
+    Client c(rig);
+    c.send("{\"command\":\"reload\"}\n");
+    REQUIRE(rig.run_until([&] { return rig.api.deferred.size() == 1; }));
+  }
+  for (int i = 0; i < 20; i++) rig.io.poll();
+  CHECK(rig.server->sessions() == 1);  // the reload still runs, and is logged when done
+  rig.api.deferred.front()();
+  REQUIRE(rig.run_until([&] { return rig.server->sessions() == 0; }));
+  CHECK(rig.logged("control: reload: done"));
+  Client c(rig);
+  CHECK(c.command("show paths")["ok"] == true);
+}
 
 TEST_CASE("a client may pipeline 20,000 requests before it reads any response") {
   ControlLimits lim;

@@ -829,7 +829,7 @@ TEST_CASE("engine: a path with an unresolved abandoned write is held after its p
 }
 
 TEST_CASE("engine: without stale-write tracking a late write corrupts reads (unsafe variant)") {
-  Harness h(make_config(), Engine::Options{false});
+  Harness h(make_config(), Engine::Options{.track_stale_writes = false, .read_config = {}});
   h.bring_up_all();
   auto [p, i, q] = abandon_w1(h);
   const StaleWriteTracker& tr = h.engine->stale_writes();

@@ -1172,6 +1172,17 @@ TEST_CASE("engine control: 100 applies adding and removing a path while requests
 // ---------------------------------------------------------------------------
 // reload()
 
+// Engine::reload with the file read inline (no read_config in the options):
+// the answer comes before it returns.
+std::string reload_now(Engine& e, bool dry_run, std::string* summary) {
+  std::string err = "no answer";
+  e.reload(dry_run, [&](const std::string& er, const std::string& su) {
+    err = er;
+    *summary = su;
+  });
+  return err;
+}
+
 constexpr const char* kYamlAB = R"(paths:
   - name: A
     uri: nbd://A
@@ -1187,8 +1198,8 @@ TEST_CASE("engine control: reload without a configuration file is an error") {
   Harness h(cfg);
   h.bring_up_all();
   std::string summary;
-  CHECK(contains(h.engine->reload(false, &summary), "config=FILE"));
-  CHECK(contains(h.engine->reload(true, &summary), "config=FILE"));
+  CHECK(contains(reload_now(*h.engine, false, &summary), "config=FILE"));
+  CHECK(contains(reload_now(*h.engine, true, &summary), "config=FILE"));
   CHECK(names(h) == std::vector<std::string>{"A", "B"});
 }
 
@@ -1201,7 +1212,7 @@ TEST_CASE("engine control: reload re-reads the file") {
   h.bring_up_all();
   std::string summary;
 
-  CHECK(h.engine->reload(false, &summary) == "");
+  CHECK(reload_now(*h.engine, false, &summary) == "");
   CHECK(summary == "add none; remove none; change none");
 
   f.write(R"(paths:
@@ -1214,12 +1225,12 @@ selector: round-robin
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
 )");
-  CHECK(h.engine->reload(true, &summary) == "");
+  CHECK(reload_now(*h.engine, true, &summary) == "");
   CHECK(summary == "add C; remove B; change A");
   CHECK(h.paths.count("C") == 0);
   CHECK(names(h) == std::vector<std::string>{"A", "B"});
 
-  CHECK(h.engine->reload(false, &summary) == "");
+  CHECK(reload_now(*h.engine, false, &summary) == "");
   CHECK(summary == "add C; remove B; change A");
   CHECK(names(h) == std::vector<std::string>{"A", "C"});
   h.bring_up("C");
@@ -1235,11 +1246,11 @@ checker: { interval: 60m }
                             "paths:\n  - name: A\n    uri: nbd://A\n    wieght: 3\n"}) {
       CAPTURE(bad);
       f.write(bad);
-      std::string e = h.engine->reload(false, &summary);
+      std::string e = reload_now(*h.engine, false, &summary);
       CAPTURE(e);
       CHECK(std::regex_search(e, std::regex(f.name + ":[0-9]+:[0-9]+: ")));
       CHECK(contains(e, "running configuration stays"));
-      CHECK_FALSE(h.engine->reload(true, &summary).empty());
+      CHECK_FALSE(reload_now(*h.engine, true, &summary).empty());
     }
     auto after = h.engine->show_paths();
     REQUIRE(after.size() == before.size());
@@ -1254,10 +1265,44 @@ checker: { interval: 60m }
   }
   SUBCASE("a file that is gone") {
     unlink(f.name.c_str());
-    std::string e = h.engine->reload(false, &summary);
+    std::string e = reload_now(*h.engine, false, &summary);
     CHECK(contains(e, f.name));
     CHECK(names(h) == std::vector<std::string>{"A", "C"});
   }
+}
+
+TEST_CASE("engine control: reload applies only the finished configuration, when it arrives") {
+  TempFile f;
+  f.write(kYamlAB);
+  auto cfg = make_config();
+  cfg.source = f.name;
+  std::vector<std::pair<std::string, std::function<void(config::LoadResult)>>> reads;
+  Engine::Options opts;
+  opts.read_config = [&](const std::string& file, std::function<void(config::LoadResult)> done) {
+    reads.emplace_back(file, std::move(done));  // held, as a reader thread would
+  };
+  Harness h(cfg, opts);
+  h.bring_up_all();
+  f.write(R"(paths:
+  - name: A
+    uri: nbd://A
+timeouts: { attempt: 1s, request: 10s, connect: 5s }
+checker: { interval: 60m }
+)");
+  std::string err = "no answer", summary;
+  h.engine->reload(false, [&](const std::string& e, const std::string& s) {
+    err = e;
+    summary = s;
+  });
+  REQUIRE(reads.size() == 1);
+  CHECK(reads[0].first == f.name);
+  CHECK(err == "no answer");  // nothing applied yet: both paths still serve
+  CHECK(names(h) == std::vector<std::string>{"A", "B"});
+  auto s = spread(h, 4);
+  CHECK(s["B"] == 2);
+  reads[0].second(config::load_file(f.name));
+  CHECK(err == "");
+  CHECK(summary == "add none; remove B; change none");
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ class FakeApi : public mp::ControlApi {
   std::string set_queueing(bool) override { return ""; }
   std::string fail_queued(std::uint64_t*) override { return ""; }
   std::string reset_stats() override { return ""; }
-  std::string reload(bool, std::string*) override { return ""; }
+  void reload(bool, ReloadDone done) override { done("", ""); }
 };
 
 // Known numbers: two groups, three paths (one with a name that needs
@@ -541,8 +541,8 @@ TEST_CASE("MetricsServer: an existing socket file") {
     mp::MetricsServer first(io, api, cfg, log.fn());
     REQUIRE(first.start() == "");
     mp::MetricsServer second(io, api, cfg, log.fn());
-    CHECK(second.start() == "cannot listen on the metrics socket '" + cfg.socket +
-                                "': another server is listening on it: stop that server or "
+    CHECK(second.start() == "metrics socket " + cfg.socket +
+                                ": another server is listening on it: stop that server, or "
                                 "choose another path");
     second.stop();
     CHECK(std::filesystem::exists(cfg.socket));  // the second one leaves the first's file alone
@@ -551,14 +551,14 @@ TEST_CASE("MetricsServer: an existing socket file") {
   SUBCASE("a file that is not a socket is refused and kept") {
     std::ofstream(cfg.socket) << "data";
     mp::MetricsServer server(io, api, cfg, log.fn());
-    CHECK(server.start().find("the file exists and is not a socket") != std::string::npos);
+    CHECK(server.start().find("the path exists and is not a socket") != std::string::npos);
     CHECK(std::filesystem::is_regular_file(cfg.socket));
   }
   SUBCASE("a missing directory is an error sentence") {
     cfg.socket = dir.path + "/no/such/dir/m.sock";
     mp::MetricsServer server(io, api, cfg, log.fn());
-    CHECK(server.start() ==
-          "cannot listen on the metrics socket '" + cfg.socket + "': No such file or directory");
+    CHECK(server.start() == "metrics socket " + cfg.socket + ": cannot bind: the directory " +
+                                dir.path + "/no/such/dir does not exist: create it");
   }
 }
 

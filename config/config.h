@@ -16,7 +16,7 @@ namespace mp::config {
 
 using Duration = std::chrono::milliseconds;
 
-enum class SelectorKind { RoundRobin, QueueLength, ServiceTime };
+enum class SelectorKind { RoundRobin, QueueLength, ServiceTime, Latency };
 enum class Failback { Immediate, Manual, Delayed };
 enum class NoPathPolicy { Fail, Queue };
 // What an EIO returned by an upstream on a healthy connection means.
@@ -89,6 +89,21 @@ struct StaleWrites {
   std::uint64_t max_bytes = 64ull << 20;  // memory for newer data over unresolved abandoned writes
 };
 
+// Latency outlier detection (server/outlier.h): a path much slower than its
+// peers becomes marginal (no client I/O, only probe reads) until it is not.
+struct Outlier {
+  bool enabled = true;
+  Duration window{10000};        // samples older than this are forgotten
+  unsigned min_samples = 20;     // per path in the window, the path's and each peer's
+  double ratio = 5.0;            // marginal when its median > ratio x its peers', > 1
+  Duration min_difference{1};    // ... and at least this much slower (a floor for tiny latencies)
+  double readmit_ratio = 2.0;    // back when its probes' median <= readmit_ratio x peers', 1..ratio
+  Duration probe_interval{200};  // probe reads of a marginal (or unmeasured) path
+  Duration base_ejection{10000};  // marginal at least base x times it was made marginal
+  Duration max_ejection{300000};  // ... capped; active this long, its count restarts
+  unsigned max_share = 50;        // percent of a group's paths that may be marginal, 0..100
+};
+
 // The control socket (nbd-multipath-ctl talks to it). No socket when empty.
 struct Control {
   std::string socket;     // absolute path of a Unix socket
@@ -113,6 +128,7 @@ struct Config {
   Checker checker;
   Durability durability;
   StaleWrites stale_writes;
+  Outlier outlier;
   Control control;
   Metrics metrics;
   // The iSCSI LU identifier every iSCSI path must reach ("naa.6000..."); empty:
@@ -139,7 +155,7 @@ LoadResult load_string(const std::string& text, const std::string& name);
 
 // The quick form: nbdkit multipath path=URI [path=URI ...] [key=value ...].
 // Keys: path, selector, timeout, request-timeout, connect-timeout, no-path,
-// retries, shared-cache. Unknown keys are refused.
+// retries, shared-cache, outlier. Unknown keys are refused.
 struct QuickArgs {
   std::vector<std::string> paths;
   std::vector<std::pair<std::string, std::string>> options;

@@ -13,9 +13,9 @@ using namespace detail;
 LoadResult from_quick_args(const QuickArgs& args) {
   const std::string prefix = "command line: ";
   try {
-    static const std::vector<std::string> kKeys = {"path",    "config",          "selector",
-                                                   "timeout", "request-timeout", "connect-timeout",
-                                                   "no-path", "retries",         "shared-cache"};
+    static const std::vector<std::string> kKeys = {
+        "path",    "config",  "selector",     "timeout", "request-timeout", "connect-timeout",
+        "no-path", "retries", "shared-cache", "outlier"};
     Config cfg;
     cfg.source = "command line";
     std::vector<std::string> uris = args.paths;
@@ -51,6 +51,8 @@ LoadResult from_quick_args(const QuickArgs& args) {
         err = conv_int_as(key, value, 0, 100, cfg.failover.max_retries);
       else if (key == "shared-cache")
         err = conv_bool(key, value, cfg.durability.shared_cache);
+      else if (key == "outlier")
+        err = conv_bool(key, value, cfg.outlier.enabled);
       if (!err.empty()) return error_result(prefix + err);
     }
     if (uris.size() > kMaxPaths)

@@ -194,7 +194,8 @@ std::string conv_bool(const std::string& what, const std::string& text, bool& ou
 
 const Choices<SelectorKind> kSelectors = {{"round-robin", SelectorKind::RoundRobin},
                                           {"queue-length", SelectorKind::QueueLength},
-                                          {"service-time", SelectorKind::ServiceTime}};
+                                          {"service-time", SelectorKind::ServiceTime},
+                                          {"latency", SelectorKind::Latency}};
 const Choices<NoPathPolicy> kNoPathPolicies = {{"queue", NoPathPolicy::Queue},
                                                {"fail", NoPathPolicy::Fail}};
 const Choices<EioPolicy> kEioPolicies = {{"failover", EioPolicy::Failover},
@@ -220,6 +221,8 @@ const char* to_string(SelectorKind k) {
       return "queue-length";
     case SelectorKind::ServiceTime:
       return "service-time";
+    case SelectorKind::Latency:
+      return "latency";
   }
   return "unknown";
 }

@@ -161,12 +161,55 @@ const YAML::Node* read_name(const Mapping& m, const char* key, const std::string
 }
 
 const std::initializer_list<const char*> kTopKeys = {
-    "paths",   "groups",   "selector",          "timeouts",     "failover",
-    "no-path", "checker",  "durability",        "stale-writes", "control",
-    "metrics", "identity", "export-description"};
+    "paths",   "groups",   "selector",           "timeouts",     "failover",
+    "no-path", "checker",  "durability",         "stale-writes", "control",
+    "metrics", "identity", "export-description", "outlier"};
 const std::initializer_list<const char*> kPathKeys = {
     "name", "uri", "group", "weight", "max-inflight", "throughput", "chap"};
 const std::initializer_list<const char*> kGroupKeys = {"name", "priority"};
+
+// outlier: every key optional; ratios and durations checked against each other.
+void load_outlier(const YAML::Node& n, Outlier& o) {
+  Mapping m(n, "outlier", "outlier:",
+            {"enabled", "window", "min-samples", "ratio", "min-difference", "readmit-ratio",
+             "probe-interval", "base-ejection-time", "max-ejection-time", "max-share"});
+  read(m, "enabled", "outlier.enabled", "true or false",
+       [&](const std::string& w, const std::string& t) { return conv_bool(w, t, o.enabled); });
+  read_duration(m, "window", "outlier.window", Duration{100}, o.window);
+  read_int(m, "min-samples", "outlier.min-samples", 1, 100000, o.min_samples);
+  const YAML::Node* ratio =
+      read(m, "ratio", "outlier.ratio", "a number such as 5", [&](const auto& w, const auto& t) {
+        std::string err = conv_positive_number(w, t, o.ratio);
+        if (err.empty() && !(o.ratio > 1)) err = w + " must be greater than 1, not " + quoted(t);
+        return err;
+      });
+  read_duration(m, "min-difference", "outlier.min-difference", Duration{0}, o.min_difference);
+  const YAML::Node* readmit = read(m, "readmit-ratio", "outlier.readmit-ratio",
+                                   "a number such as 2", [&](const auto& w, const auto& t) {
+                                     std::string err = conv_positive_number(w, t, o.readmit_ratio);
+                                     if (err.empty() && o.readmit_ratio < 1)
+                                       err = w + " must be at least 1, not " + quoted(t);
+                                     return err;
+                                   });
+  if (o.readmit_ratio > o.ratio)
+    fail(readmit ? *readmit
+         : ratio ? *ratio
+                 : n,
+         "outlier.readmit-ratio is greater than outlier.ratio: a path would be re-admitted "
+         "while still an outlier; make readmit-ratio at most ratio");
+  read_duration(m, "probe-interval", "outlier.probe-interval", Duration{10}, o.probe_interval);
+  const YAML::Node* base = read_duration(m, "base-ejection-time", "outlier.base-ejection-time",
+                                         Duration{1}, o.base_ejection);
+  const YAML::Node* max = read_duration(m, "max-ejection-time", "outlier.max-ejection-time",
+                                        Duration{1}, o.max_ejection);
+  if (o.max_ejection < o.base_ejection)
+    fail(max    ? *max
+         : base ? *base
+                : n,
+         "outlier.max-ejection-time is shorter than outlier.base-ejection-time: make it at "
+         "least as long");
+  read_int(m, "max-share", "outlier.max-share", 0, 100, o.max_share);
+}
 
 struct Declared {
   Group group;
@@ -419,6 +462,8 @@ void load_sections(const Mapping& top, Config& cfg) {
            return conv_int_as(w, t, 1, 1 << 20, cfg.durability.max_dirty_ranges);
          });
   }
+
+  if (const YAML::Node* n = top.find("outlier")) load_outlier(*n, cfg.outlier);
 
   if (const YAML::Node* n = top.find("stale-writes")) {
     Mapping m(*n, "stale-writes", "stale-writes:", {"max-bytes"});

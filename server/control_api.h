@@ -28,7 +28,7 @@ struct OpCounters {
 
 struct PathInfo {
   std::string name, uri, group;
-  std::string state;   // connecting, probing, held, active, failed, draining
+  std::string state;   // connecting, probing, held, active, marginal, failed, draining
   std::string reason;  // why it is in that state
   unsigned inflight = 0;
   std::uint64_t requests = 0, bytes = 0;
@@ -38,6 +38,7 @@ struct PathInfo {
   std::uint64_t timeouts = 0;          // attempts that timed out
   std::uint64_t failovers = 0;         // attempts abandoned here and retried elsewhere
   std::uint64_t failures = 0, reinstatements = 0;
+  std::uint64_t marginal = 0;                     // times made marginal (latency outlier)
   double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
   std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
   // Without a shared cache: what this path acknowledged that no flush on it

@@ -26,9 +26,9 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(OpCounters, op, requests, bytes,
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, state, reason, inflight,
                                                 requests, bytes, errors, transport_errors,
                                                 eio_errors, timeouts, failovers, failures,
-                                                reinstatements, latency_p50_us, latency_p99_us,
-                                                abandoned_pending, dirty_ranges, dirty_bytes,
-                                                affinity_requests, cleaning_flushes)
+                                                reinstatements, marginal, latency_p50_us,
+                                                latency_p99_us, abandoned_pending, dirty_ranges,
+                                                dirty_bytes, affinity_requests, cleaning_flushes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_requests, retries,
                                                 group_switches, queued_no_path, queued_no_path_ms,
@@ -56,7 +56,8 @@ inline constexpr std::array<Command, 14> kCommands{{
     {"show stats", "", 0, 0, "engine counters and per-request-type latency"},
     {"show events", "", 0, 0, "recent state changes, oldest first"},
     {"fail", "PATH", 1, 1, "take a path out of service until reinstated"},
-    {"reinstate", "PATH", 1, 1, "reconnect and probe a path, then use it again"},
+    {"reinstate", "PATH", 1, 1,
+     "reconnect and probe a failed path, or use a draining or marginal path again at once"},
     {"drain", "PATH", 1, 1, "send no new I/O to a path; what is in flight finishes"},
     {"switch-group", "GROUP", 1, 1, "serve I/O from this group"},
     {"queueing", "on|off", 1, 1, "no-path policy: queue requests, or fail them at once"},

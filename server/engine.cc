@@ -117,6 +117,7 @@ void Engine::shutdown() {
   }
   timers_.cancel(checker_timer_);
   timers_.cancel(failback_timer_);
+  timers_.cancel(outlier_timer_);
 }
 
 bool Engine::usable(const std::string& path) const {

@@ -38,6 +38,7 @@
 //   engine_control.cc  operator actions and show commands (ControlApi)
 //   engine_reload.cc   reload and apply, a removed path's departure
 //   engine_affinity.cc dirty-range affinity over independent upstream caches
+//   engine_outlier.cc  latency outliers: marginal paths, their probes, re-admission
 //   engine_internal.h  the private structs: Attempt, PathSlot, OpStats
 #pragma once
 
@@ -52,6 +53,7 @@
 
 #include "config/config.h"
 #include "server/control_api.h"
+#include "server/outlier.h"
 #include "server/path.h"
 #include "server/path_state.h"
 #include "server/request.h"
@@ -215,6 +217,13 @@ class Engine final : public ControlApi, private PathListener {
   void start_reapplies();
   void reapply_done(Request& r);
 
+  // engine_outlier.cc: latency outliers (marginal paths).
+  std::vector<OutlierDetector::Member> outlier_members(std::size_t group);
+  void arm_outlier();
+  void outlier_tick();
+  void readmit(PathSlot& s, const std::string& reason, bool by_operator);
+  void keep_one_active(std::size_t group);
+
   // engine_affinity.cc: dirty-range affinity when the paths' caches are not shared.
   bool affinity_on() const;
   bool affinity_target(const PathSlot& s);
@@ -252,6 +261,8 @@ class Engine final : public ControlApi, private PathListener {
   bool wake_armed_ = false;
   Clock::time_point wake_at_{};
   TimerQueue::Key checker_timer_;
+  OutlierDetector outlier_;  // advises on marginal paths; configured from cfg_.outlier
+  TimerQueue::Key outlier_timer_;
 
   Request* parked_head_ = nullptr;  // FIFO of parked requests
   Request* parked_tail_ = nullptr;

@@ -41,6 +41,9 @@ std::string Engine::reinstate_path(const std::string& name) {
     case PathState::Draining:
       transition(*s, PathState::Active, "operator: reinstate");  // regroups at the exit
       break;
+    case PathState::Marginal:  // cleared: serves at once, its ejection count restarts
+      readmit(*s, "operator: reinstate (marginal cleared)", true);
+      break;
     case PathState::Failed:  // reconnect now; reinstated when its probe succeeds
       s->backoff_step = 0;
       connect_path(*s);
@@ -142,6 +145,7 @@ std::vector<PathInfo> Engine::show_paths() {
     p.failovers = st.failovers;
     p.failures = st.failures;
     p.reinstatements = st.reinstatements;
+    p.marginal = outlier_.stats(sl->id, rt_.now()).ejections;
     p.latency_p50_us = sl->latency.quantile(0.5);
     p.latency_p99_us = sl->latency.quantile(0.99);
     for (Attempt* a = abandoned_; a; a = a->next)

@@ -26,7 +26,9 @@ void Engine::rebuild_groups() {
   serving_ = -1;
   for (const auto& g : gs) {
     if (g.name == serving) serving_ = static_cast<int>(groups_.size());
-    groups_.push_back(Group{g.name, g.priority, make_selector(cfg_.selector.kind)});
+    groups_.push_back(Group{g.name, g.priority,
+                            make_selector(cfg_.selector.kind, {[this] { return rt_.now(); },
+                                                               [this] { return rt_.random(); }})});
   }
   for (auto& s : slots_) {
     if (s->state == PathState::Removed) continue;

@@ -124,7 +124,8 @@ struct OpStats {
 
 // Connected and able to take commands the engine sends itself (flushes).
 inline bool connected(const PathSlot& s) {
-  return s.state == PathState::Active || s.state == PathState::Draining;
+  return s.state == PathState::Active || s.state == PathState::Marginal ||
+         s.state == PathState::Draining;
 }
 
 }  // namespace mp

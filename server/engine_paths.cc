@@ -47,6 +47,8 @@ bool Engine::transition(PathSlot& s, PathState to, const std::string& reason) {
   log(row->loud ? LogLevel::Error : LogLevel::Debug,
       "path " + s.cfg.name + ": " + to_string(from) + " -> " + to_string(to) + ": " + reason);
   event("path " + s.cfg.name, std::string(to_string(from)) + " -> " + to_string(to), reason);
+  // A marginal path stands in when its group loses its last active one.
+  if (from == PathState::Active && to != PathState::Marginal) keep_one_active(s.group);
   return true;
 }
 
@@ -62,6 +64,8 @@ void Engine::start() {
   Entry entry(*this);
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
+  outlier_.configure(cfg_.outlier);
+  arm_outlier();
 }
 
 void Engine::arm_checker() {

@@ -87,7 +87,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   next.source = cfg_.source;
   for (PathSlot* sl : leaving) {
     sl->removing = true;
-    if (sl->state == PathState::Active) {
+    if (sl->state == PathState::Active || sl->state == PathState::Marginal) {
       transition(*sl, PathState::Draining, "removed by reload");
     } else if (sl->state != PathState::Draining) {
       // Not serving: no in-flight I/O to wait for.
@@ -103,6 +103,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
     }
   }
   cfg_ = std::move(next);
+  outlier_.configure(cfg_.outlier);
   for (auto& sl : slots_) {
     if (sl->state == PathState::Removed || sl->removing) continue;
     auto it = std::find_if(cfg_.paths.begin(), cfg_.paths.end(),

@@ -38,7 +38,8 @@ namespace {
 
 using Out = fmt::memory_buffer;
 
-constexpr const char* kStates[] = {"connecting", "probing", "held", "active", "failed", "draining"};
+constexpr const char* kStates[] = {"connecting", "probing", "held",    "active",
+                                   "marginal",   "failed",  "draining"};
 
 // A label value per the exposition format: backslash, double quote and
 // line feed are escaped; everything else (UTF-8 included) goes as is.
@@ -187,6 +188,8 @@ const PathCounter kPathCounters[] = {
      &PathInfo::failures},
     {"nbd_multipath_path_reinstatements_total", "counter",
      "Times this path became usable again after a failure.", &PathInfo::reinstatements},
+    {"nbd_multipath_path_marginal_total", "counter",
+     "Times this path was made marginal (a latency outlier).", &PathInfo::marginal},
     {"nbd_multipath_path_abandoned_writes_pending", "gauge",
      "Abandoned writes sent on this path and not yet resolved.", &PathInfo::abandoned_pending},
     {"nbd_multipath_path_dirty_ranges", "gauge",

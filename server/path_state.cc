@@ -15,6 +15,8 @@ const char* to_string(PathState s) {
       return "held";
     case PathState::Active:
       return "active";
+    case PathState::Marginal:
+      return "marginal";
     case PathState::Draining:
       return "draining";
     case PathState::Failed:
@@ -31,7 +33,8 @@ using S = PathState;
 using C = PathCounter;
 
 // Loud rows: a path entering service (-> Active), or leaving it (-> Failed,
-// except from Connecting: a reconnect that fails again is routine).
+// except from Connecting: a reconnect that fails again is routine; ->
+// Marginal: it answers, but is too slow to serve).
 constexpr std::array kTable{
     // A connect finished and the path's caps fit the disk: its probe read is sent.
     PathTransition{S::Connecting, S::Probing, false, C::None, "connected"},
@@ -62,6 +65,19 @@ constexpr std::array kTable{
     PathTransition{S::Active, S::Failed, true, C::Failures, "path failure or operator fail"},
     // The operator drained it, or a reload removed it: no new I/O, in-flight I/O finishes.
     PathTransition{S::Active, S::Draining, false, C::None, "operator drain or removed by reload"},
+
+    // Latency outlier detection found it much slower than its group's other
+    // active paths (outlier.h): it keeps its connection and what is in flight
+    // finishes; new client I/O goes elsewhere, probe reads measure it.
+    PathTransition{S::Active, S::Marginal, true, C::None, "latency outlier"},
+
+    // Its probes' latency is back near its peers' after its ejection time,
+    // or it is its group's last usable path, or the operator reinstated it.
+    PathTransition{S::Marginal, S::Active, true, C::None, "re-admitted"},
+    // A probe read failed or timed out, its connection was lost, or the operator failed it.
+    PathTransition{S::Marginal, S::Failed, true, C::Failures, "path failure or operator fail"},
+    // A reload removed it: no new I/O (it had none), in-flight I/O finishes.
+    PathTransition{S::Marginal, S::Draining, false, C::None, "removed by a reload"},
 
     // The operator reinstated a drained path (its connection never went away).
     PathTransition{S::Draining, S::Active, true, C::None, "operator reinstate"},

@@ -11,13 +11,14 @@
 //
 // Every allowed change (the rows of path_state.cc), from (row) to (column):
 //
-//   from \ to     Connecting Probing Held Active Draining Failed Removed
-//   Connecting        .         c      .     .      r       f      .
-//   Probing           .         .      h     p      r       f      .
-//   Held              .         .      .     w      r       f      .
-//   Active            .         .      .     .     d r      f      .
-//   Draining          .         .      .     o      .       f      x
-//   Failed            b         .      .     .      r       .      x
+//   from \ to     Connecting Probing Held Active Marginal Draining Failed Removed
+//   Connecting        .         c      .     .       .        r       f      .
+//   Probing           .         .      h     p       .        r       f      .
+//   Held              .         .      .     w       .        r       f      .
+//   Active            .         .      .     .       m       d r      f      .
+//   Marginal          .         .      .    a o      .        r       f      .
+//   Draining          .         .      .     o       .        .       f      x
+//   Failed            b         .      .     .       .        r       .      x
 //
 //   c  connected, its caps fit the disk     p  probe read succeeded
 //   h  probe read succeeded, but an abandoned write of an older connection is unresolved
@@ -27,6 +28,9 @@
 //      error or EIO; probe failed; connection lost; operator fail
 //   x  a removed path is idle and flushed: it leaves
 //   b  reconnect: back-off elapsed, or operator reinstate
+//   m  latency outlier: much slower than its group's other active paths (outlier.h)
+//   a  re-admitted: its probes' latency is back near its peers', or it is the
+//      group's last usable path
 //
 // Only Active serves I/O (serves_io): the selector's usable set follows.
 #pragma once
@@ -41,6 +45,7 @@ enum class PathState : std::uint8_t {
   Probing,     // connected; its probe read is in flight
   Held,        // probed, but an abandoned write from an older connection may still land
   Active,      // serving I/O: the only state in its selector's usable set
+  Marginal,    // connected but a latency outlier: no client I/O, only probe reads that measure it
   Draining,    // no new I/O; in-flight requests finish (operator drain, or a reload removed it)
   Failed,      // out of service, waiting for its reconnect (or for the operator's reinstate)
   Removed      // a reload removed it and it has left; final

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -56,7 +57,14 @@ class Selector {
 
 using SelectorPtr = std::unique_ptr<Selector>;
 
+// Time and randomness for the selectors that need them (latency). Both
+// empty: the steady clock and a fixed-seed generator. Tests inject their own.
+struct SelectorEnv {
+  std::function<Clock::time_point()> now;
+  std::function<std::uint64_t()> random;
+};
+
 // Factory for the selector named in the configuration.
-SelectorPtr make_selector(config::SelectorKind kind);
+SelectorPtr make_selector(config::SelectorKind kind, const SelectorEnv& env = {});
 
 }  // namespace mp

@@ -14,7 +14,11 @@
 // * service-time: the eligible path whose in-flight bytes plus this request,
 //   divided by its relative throughput, is smallest, i.e. the estimated time
 //   until this request would be done. Adapts to both request size and path
-//   speed; the default.
+//   speed.
+// * latency (selector_latency.cc): learns each path's speed from its replies
+//   (a decaying, peak-sensitive estimate of time per request in flight) and
+//   picks the lower expected completion time of two paths drawn at random.
+//   Adapts to paths that get slow without failing; the default.
 //
 // Common rules, kept by SlotSelector: a path is eligible when it is usable (not
 // failed) and below its busy cap; select_path never returns anything else and
@@ -33,6 +37,7 @@
 #include <vector>
 
 #include "server/selector.h"
+#include "server/selector_latency.h"
 
 namespace mp {
 namespace {
@@ -254,7 +259,7 @@ class ServiceTimeSelector final : public SlotSelector {
 
 }  // namespace
 
-SelectorPtr make_selector(config::SelectorKind kind) {
+SelectorPtr make_selector(config::SelectorKind kind, const SelectorEnv& env) {
   switch (kind) {
     case config::SelectorKind::RoundRobin:
       return std::make_unique<RoundRobinSelector>();
@@ -262,6 +267,8 @@ SelectorPtr make_selector(config::SelectorKind kind) {
       return std::make_unique<QueueLengthSelector>();
     case config::SelectorKind::ServiceTime:
       return std::make_unique<ServiceTimeSelector>();
+    case config::SelectorKind::Latency:
+      return make_latency_selector(env);
   }
   // Out-of-range enum value: fall back to the configured default.
   return std::make_unique<ServiceTimeSelector>();

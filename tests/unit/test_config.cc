@@ -388,7 +388,7 @@ TEST_CASE("wrong types") {
   }
   SUBCASE("selector is unknown, with a suggestion") {
     expect_error("paths:\n  - uri: nbd://a\nselector: round-robbin\n", "t.yaml:3:11: ",
-                 "selector must be round-robin, queue-length or service-time, not "
+                 "selector must be round-robin, queue-length, service-time or latency, not "
                  "'round-robbin' (did you mean 'round-robin'?)");
   }
   SUBCASE("eio policy is unknown") {
@@ -1079,7 +1079,7 @@ TEST_CASE("from_quick_args") {
     REQUIRE_FALSE(r);
     CHECK(r.error ==
           "command line: unknown parameter 'foo': use one of path, config, selector, timeout, "
-          "request-timeout, connect-timeout, no-path, retries, shared-cache");
+          "request-timeout, connect-timeout, no-path, retries, shared-cache, outlier");
   }
   SUBCASE("unknown parameter close to a known one") {
     LoadResult r = from_quick_args({{"nbd://a"}, {{"timout", "1s"}}});
@@ -1111,7 +1111,7 @@ TEST_CASE("from_quick_args") {
              Case{"retries", "two", "command line: retries must be an integer, not 'two'"},
              Case{"selector", "fastest",
                   "command line: selector must be round-robin, "
-                  "queue-length or service-time, not 'fastest'"},
+                  "queue-length, service-time or latency, not 'fastest'"},
              Case{"no-path", "wait", "command line: no-path must be queue or fail, not 'wait'"},
          }) {
       INFO(c.key << "=" << c.value);
@@ -1305,8 +1305,8 @@ TEST_CASE("huge values and files are refused in bounded time and memory") {
     // At the limit, the usual message, without a suggestion.
     LoadResult r = load("paths:\n  - uri: nbd://a\nselector: " + std::string(4096, 'x') + "\n");
     REQUIRE_FALSE(r);
-    CHECK(
-        contains(r.error, "selector must be round-robin, queue-length or service-time, not 'xxx"));
+    CHECK(contains(
+        r.error, "selector must be round-robin, queue-length, service-time or latency, not 'xxx"));
     CHECK(!contains(r.error, "did you mean"));
   }
   SUBCASE("text larger than 256 KiB") {

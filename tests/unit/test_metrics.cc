@@ -182,7 +182,7 @@ TEST_CASE("render_metrics: one state gauge per state name, exactly one of them 1
   const auto lines = lines_of(mp::render_metrics(api));
   const std::string a = "nbd_multipath_path_state{path=\"a\",group=\"fast\",state=\"";
   CHECK(has_line(lines, a + "active\"} 1"));
-  for (const char* s : {"connecting", "probing", "held", "failed", "draining"})
+  for (const char* s : {"connecting", "probing", "held", "marginal", "failed", "draining"})
     CHECK(has_line(lines, a + s + "\"} 0"));
   CHECK(has_line(lines, "nbd_multipath_path_state{path=\"b\",group=\"slow\",state=\"failed\"} 1"));
   CHECK(has_line(lines, "nbd_multipath_path_state{path=\"b\",group=\"slow\",state=\"active\"} 0"));
@@ -196,9 +196,9 @@ TEST_CASE("render_metrics: one state gauge per state name, exactly one of them 1
   CHECK(samples.size() == 3);
   for (const auto& [path, n] : ones) CHECK_MESSAGE(n == 1, path);
   CHECK(ones.size() == 3);
-  CHECK(samples["path=\"a\""] == 6);
+  CHECK(samples["path=\"a\""] == 7);
   // A state the renderer does not know is added, so the path still has its 1.
-  CHECK(samples["path=\"we\\\"ird\\\\x\""] == 7);
+  CHECK(samples["path=\"we\\\"ird\\\\x\""] == 8);
 }
 
 TEST_CASE("render_metrics: label values are escaped") {

@@ -13,6 +13,7 @@
 
 #include "server/path_state.h"
 #include "tests/unit/fakes.h"
+#include "tests/unit/slow_paths.h"
 
 namespace mp {
 namespace {
@@ -122,6 +123,31 @@ TEST_CASE("path_state: the engine makes every change of the table, with its effe
     w.step(h, "A", {S::Active, S::Draining}, [&] { CHECK(h.engine->drain_path("A") == ""); });
     w.step(h, "A", {S::Draining, S::Failed}, [&] { h.down("A"); });
   }
+  {  // Active -> Marginal -> Active (re-admitted) -> Marginal -> Active (the last usable path)
+    Harness h(walk_config({"A", "B"}));
+    h.bring_up_all();
+    w.step(h, "B", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h, "B")); });
+    w.step(h, "B", {S::Marginal, S::Active}, [&] {
+      // Its ejection time passes while its probes answer as fast as A.
+      for (int i = 0; i < 200 && h.state("B") == S::Marginal; i++) run_for(h, "B", 0ms, 100ms);
+    });
+    w.step(h, "B", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h, "B")); });
+    w.step(h, "A", {S::Active, S::Failed}, [&] { h.down("A"); });
+  }
+  {  // Marginal -> Failed; Marginal -> Draining -> Removed
+    Harness h(walk_config({"A", "B", "C"}));
+    h.bring_up_all();
+    w.step(h, "C", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h, "C")); });
+    w.step(h, "C", {S::Marginal, S::Failed}, [&] { h.down("C"); });
+    Harness h2(walk_config({"A", "B", "C"}));
+    h2.bring_up_all();
+    w.step(h2, "C", {S::Active, S::Marginal}, [&] { REQUIRE(make_marginal(h2, "C")); });
+    w.step(h2, "C", {S::Marginal, S::Draining, S::Removed}, [&] {
+      CHECK(h2.engine->apply(walk_config({"A", "B"}), false, nullptr) == "");
+      serve_probe(h2, "C", 0ms);  // what was in flight finishes
+      h2.advance(1h);             // the checker finds it idle
+    });
+  }
   {  // Probing -> Held -> Active
     Harness h(walk_config({"A", "B"}));
     auto [pn, i] = hold_one(h, w);
@@ -208,7 +234,8 @@ TEST_CASE("path_state: the table lists changes only, once each, and nothing leav
     CHECK(rows.emplace(row.from, row.to).second);
     CHECK(find_transition(row.from, row.to) == &row);
     // Entering service is loud; so is leaving it, except a reconnect failing again.
-    CHECK(row.loud == (row.to == PathState::Active ||
+    // A path made marginal leaves service too.
+    CHECK(row.loud == (row.to == PathState::Active || row.to == PathState::Marginal ||
                        (row.to == PathState::Failed && row.from != PathState::Connecting)));
   }
   CHECK(find_transition(PathState::Removed, PathState::Failed) == nullptr);

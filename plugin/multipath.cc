@@ -11,6 +11,9 @@
 #include <thread>
 
 #include "config/config.h"
+#include "plugin/log.h"
+#include "plugin/notify.h"
+#include "plugin/signals.h"
 #include "server/disk.h"
 #include "server/fd_limits.h"
 #include "server/service.h"
@@ -35,15 +38,12 @@ struct State {
   mp::config::Config cfg;
   mp::PathCaps disk;
   std::unique_ptr<mp::Service> service;  // from .after_fork to .cleanup
-  std::thread watcher;                   // turns nbdkit's shutdown into Service::shutdown
+  mp::plugin::SignalWatch signals;       // SIGHUP: reload; stop signals: Service::shutdown
 };
 State* g;  // created in .load, freed in .unload
 
 void log_line(mp::LogLevel level, const std::string& line) {
-  if (level == mp::LogLevel::Error)
-    nbdkit_error("%s", line.c_str());
-  else if (multipath_debug_verbose)
-    nbdkit_debug("%s", line.c_str());
+  mp::plugin::log_line(level, line, multipath_debug_verbose);
 }
 
 // nbdkit 1.32.4 to 1.33.9 abort when a client hangs up with requests in
@@ -123,19 +123,26 @@ int mp_get_ready() noexcept try {
 int mp_after_fork() noexcept try {
   mp::Engine::Options opts;
   opts.track_stale_writes = !multipath_debug_unsafe_retry;
+  mp::plugin::init_log();
   std::string err;
   g->service = mp::Service::start(g->cfg, g->disk, opts, log_line, &err);
   if (!g->service) {
     nbdkit_error("%s", err.c_str());
     return -1;
   }
-  // nbdkit_nanosleep returns early only when nbdkit shuts down: then queued
-  // and in-flight requests fail at once, so the worker threads let go.
-  g->watcher = std::thread([s = g->service.get()] {
-    while (nbdkit_nanosleep(3600, 0) == 0) {
-    }
-    s->shutdown();
-  });
+  // When nbdkit is told to stop, queued and in-flight requests fail at once,
+  // so the worker threads let go (plugin/signals.cc: not nbdkit_nanosleep,
+  // whose wake-up on shutdown is an error line).
+  mp::Service* s = g->service.get();
+  err = g->signals.start([s] { s->reload(); }, [s] { s->shutdown(); });
+  if (!err.empty()) {
+    nbdkit_error("%s", err.c_str());
+    return -1;
+  }
+  // nbdkit listens already (it binds before .after_fork): under systemd
+  // Type=notify the disk is ready now; requests wait for a path from here.
+  if (!mp::plugin::sd_notify_state("READY=1\nSTATUS=serving; paths connecting"))
+    nbdkit_error("cannot tell systemd the disk is ready: sending to $NOTIFY_SOCKET failed");
   return 0;
 } catch (const std::exception& e) {
   nbdkit_error("cannot start the event loop: %s", e.what());
@@ -144,7 +151,7 @@ int mp_after_fork() noexcept try {
 
 void mp_cleanup() noexcept {
   if (!g->service) return;
-  if (g->watcher.joinable()) g->watcher.join();
+  g->signals.stop();
   std::string sum = g->service->stop();
   g->service.reset();
   if (!multipath_debug_verbose) return;

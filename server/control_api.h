@@ -36,9 +36,10 @@ struct PathInfo {
   std::uint64_t eio_errors = 0;        // the server replied EIO (failover policy)
   std::uint64_t timeouts = 0;          // attempts that timed out
   std::uint64_t failovers = 0;         // attempts abandoned here and retried elsewhere
-  std::uint64_t failures = 0, reinstatements = 0;
-  double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
-  std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
+  std::uint64_t failures = 0, reinstatements = 0;  // failures: outages, once each
+  std::uint64_t reconnects = 0;                    // reconnect attempts
+  double latency_p50_us = 0, latency_p99_us = 0;   // per attempt on this path
+  std::uint64_t abandoned_pending = 0;             // abandoned writes not yet resolved
 };
 
 struct GroupInfo {

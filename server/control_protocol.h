@@ -27,7 +27,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, stat
                                                 requests, bytes, errors, transport_errors,
                                                 eio_errors, timeouts, failovers, failures,
                                                 reinstatements, latency_p50_us, latency_p99_us,
-                                                abandoned_pending)
+                                                abandoned_pending, reconnects)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_requests, retries,
                                                 group_switches, queued_no_path, queued_no_path_ms,

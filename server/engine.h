@@ -74,8 +74,9 @@ struct EngineStats {
 
 struct PathStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
-  std::uint64_t transport_errors = 0, eio_errors = 0;  // errors, by kind
-  std::uint64_t failures = 0, reinstatements = 0, probes = 0;
+  std::uint64_t transport_errors = 0, eio_errors = 0;          // errors, by kind
+  std::uint64_t failures = 0, reinstatements = 0, probes = 0;  // failures: outages
+  std::uint64_t reconnects = 0;  // reconnect attempts (back-off elapsed or operator reinstate)
 };
 
 class Engine final : public ControlApi, private PathListener {
@@ -164,7 +165,8 @@ class Engine final : public ControlApi, private PathListener {
   void path_down(Path& path, const std::string& reason) override;
   bool transition(PathSlot& s, PathState to, const std::string& reason);
   void event(const std::string& subject, const std::string& what, const std::string& reason);
-  void connect_path(PathSlot& s);
+  void fold_reconnect_event(PathSlot& s, const std::string& last);
+  void connect_path(PathSlot& s, const std::string& why = "");
   void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
   void probe(PathSlot& s);

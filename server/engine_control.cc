@@ -43,7 +43,7 @@ std::string Engine::reinstate_path(const std::string& name) {
       break;
     case PathState::Failed:  // reconnect now; reinstated when its probe succeeds
       s->backoff_step = 0;
-      connect_path(*s);
+      connect_path(*s, "operator: reinstate");
       break;
     default:
       return "path " + name + " is " + to_string(s->state) +
@@ -104,7 +104,7 @@ std::string Engine::fail_queued(std::uint64_t* failed) {
     r = next;
   }
   if (n)
-    log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
+    log(LogLevel::Warning, "operator: failed " + std::to_string(n) + " queued requests with EIO");
   *failed = n;
   return "";
 }
@@ -142,6 +142,7 @@ std::vector<PathInfo> Engine::show_paths() {
     p.failovers = st.failovers;
     p.failures = st.failures;
     p.reinstatements = st.reinstatements;
+    p.reconnects = st.reconnects;
     p.latency_p50_us = sl->latency.quantile(0.5);
     p.latency_p99_us = sl->latency.quantile(0.99);
     for (Attempt* a = abandoned_; a; a = a->next)

@@ -102,7 +102,8 @@ void Engine::regroup(bool failback_due) {
 void Engine::announce_group_change(int from, int to, const std::string& why) {
   std::string change = std::string(from >= 0 ? groups_[from].name : "(none)") + " -> " +
                        (to >= 0 ? groups_[to].name : "(none)");
-  log(LogLevel::Error, "group: " + change + ": " + why);
+  // Losing the last usable path is a failure; any other change is routine.
+  log(to < 0 ? LogLevel::Error : LogLevel::Notice, "group: " + change + ": " + why);
   event("engine", "group " + change, why);
 }
 

@@ -108,7 +108,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   tracker_.set_max_bytes(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30));
   queueing_ = cfg_.no_path.policy == config::NoPathPolicy::Queue;
   arm_checker();
-  log(LogLevel::Error, "reload: " + what);
+  log(LogLevel::Notice, "reload: " + what);
   event("engine", "reload", what);
   regroup(false);  // now: the group change comes before the removals it allows
   for (auto& sl : slots_)

@@ -1260,5 +1260,41 @@ checker: { interval: 60m }
   }
 }
 
+TEST_CASE("engine control: one outage is one failure, one error line and one folded event") {
+  auto cfg = make_config();
+  cfg.control.events = 8;
+  Harness h(cfg);
+  h.bring_up_all();
+  h.down("A", "connection reset by peer");
+  for (int k = 0; k < 20; k++) {  // reconnects that fail again
+    REQUIRE(h.until_connect("A"));
+    h.down("A", "connection refused");
+  }
+  INFO(dump_events(h));
+  INFO(h.rt.dump_logs());
+  const PathStats& st = *h.engine->path_stats("A");
+  CHECK(st.failures == 1);
+  CHECK(st.reconnects == 20);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A"}) == 1);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A: active -> failed: connection reset by peer"}) ==
+        1);
+  CHECK(h.rt.count_logs(LogLevel::Notice, {"path A: probing -> active"}) == 1);  // at start
+  // The failure is still in the ring; the attempts are one entry.
+  CHECK(has_event(h, "path A", "active -> failed", "connection reset by peer"));
+  std::size_t folded = 0;
+  for (const auto& e : h.engine->show_events())
+    folded += e.subject == "path A" && e.what.starts_with("reconnecting");
+  CHECK(folded == 1);
+  // Back in service: the next failure is a new outage.
+  REQUIRE(h.until_connect("A"));
+  h.connected("A");
+  h.p("A").serve(*h.probe_of("A"));
+  CHECK(h.engine->usable("A"));
+  CHECK(h.rt.count_logs(LogLevel::Notice, {"path A:", "-> active: reinstated"}) == 1);
+  h.down("A", "connection reset by peer");
+  CHECK(h.engine->path_stats("A")->failures == 2);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A"}) == 2);
+}
+
 }  // namespace
 }  // namespace mp

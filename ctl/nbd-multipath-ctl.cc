@@ -36,6 +36,7 @@ using json = nlohmann::json;
 namespace control = mp::control;
 
 constexpr int kExitRefused = 1, kExitUsage = 2, kExitUnreachable = 3;
+constexpr const char* kRunDir = "/run/nbd-multipath";  // the unit's RuntimeDirectory parent
 constexpr const char* kDefaultSocket = "/run/nbd-multipath/ctl.sock";
 constexpr const char* kProg = "nbd-multipath-ctl";
 
@@ -261,10 +262,11 @@ std::string help_footer() {
   for (const auto& c : control::kCommands)
     s += fmt::format("  {:<{}}  {}\n", control::usage(c), w, c.help);
   s += fmt::format(
-      "\nThe socket is --socket, else $NBD_MULTIPATH_CTL, else {}.\n"
+      "\nThe socket is --socket (or --disk NAME: {}/NAME/ctl.sock), else $NBD_MULTIPATH_CTL,\n"
+      "else {}.\n"
       "Exit status: 0 done; 1 the server refused the request; 2 usage error;\n"
       "3 the server could not be reached or did not answer in time.",
-      kDefaultSocket);
+      kRunDir, kDefaultSocket);
   return s;
 }
 
@@ -382,7 +384,18 @@ int run(int argc, char** argv) {
   std::string socket = env && *env ? env : kDefaultSocket;
   bool json_out = false;
   double timeout = 10;
-  app.add_option("-s,--socket", socket, "the control socket (control.socket in the YAML)");
+  std::string disk;
+  auto* socket_opt =
+      app.add_option("-s,--socket", socket, "the control socket (control.socket in the YAML)");
+  app.add_option("-d,--disk", disk,
+                 "the disk served by nbd-multipath@NAME.service: its socket "
+                 "/run/nbd-multipath/NAME/ctl.sock")
+      ->excludes(socket_opt)
+      ->check([](const std::string& v) -> std::string {
+        if (!v.empty() && v.find('/') == std::string::npos && v != "." && v != "..") return "";
+        return "--disk takes the unit's instance name (NAME in nbd-multipath@NAME), not '" + v +
+               "'";
+      });
   app.add_flag("--json", json_out, "print the result as JSON (may also follow COMMAND)");
   app.add_option("--timeout", timeout, "seconds to wait for the server (default 10)")
       ->check([](const std::string& v) -> std::string {
@@ -406,6 +419,7 @@ int run(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (!disk.empty()) socket = std::string(kRunDir) + "/" + disk + "/ctl.sock";
   std::vector<std::string> words;
   for (auto& w : app.remaining()) {
     if (w == "--json")

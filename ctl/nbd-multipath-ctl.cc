@@ -265,7 +265,8 @@ std::string help_footer() {
       "\nThe socket is --socket (or --disk NAME: {}/NAME/ctl.sock), else $NBD_MULTIPATH_CTL,\n"
       "else {}.\n"
       "Exit status: 0 done; 1 the server refused the request; 2 usage error;\n"
-      "3 the server could not be reached or did not answer in time.",
+      "3 the server could not be reached or did not answer in time.\n"
+      "See nbd-multipath-ctl(8) and nbdkit-multipath-plugin(1).",
       kRunDir, kDefaultSocket);
   return s;
 }

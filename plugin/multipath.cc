@@ -5,6 +5,7 @@
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -17,6 +18,7 @@
 #include "server/disk.h"
 #include "server/fd_limits.h"
 #include "server/service.h"
+#include "server/versions.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -162,6 +164,13 @@ void mp_cleanup() noexcept {
   }
 }
 
+// Like nbdkit's nbd plugin (libnbd_version=): what this build runs on.
+void mp_dump_plugin() noexcept try {
+  for (const auto& [k, v] : mp::library_versions()) std::printf("%s=%s\n", k.c_str(), v.c_str());
+  std::printf("multipath_man_page=nbdkit-multipath-plugin(1)\n");
+} catch (...) {
+}
+
 void* mp_open(int /*readonly*/) noexcept {
   return g;
 }
@@ -249,7 +258,9 @@ int mp_cache(void*, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
 }
 
 const char kHelp[] =
-    "config=FILE.yaml            The disk's configuration (see config/README.md).\n"
+    "config=FILE.yaml            The disk's configuration (man nbdkit-multipath-plugin;\n"
+    "                            its schema: " MP_DOCDIR
+    "/CONFIGURATION.md).\n"
     "Or the quick form, without a file:\n"
     "[path=]URI                  A path (repeat for each): nbd://HOST[:PORT][/EXPORT],\n"
     "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...,\n"
@@ -271,7 +282,7 @@ const char kHelp[] =
 static struct nbdkit_plugin plugin = {
     .name = "multipath",
     .longname = "nbdkit multipath plugin",
-    .version = "0.1.0",
+    .version = MP_PLUGIN_VERSION,
     .description =
         "One disk served over several NBD and iSCSI paths, with per-request timers and failover",
     .load = mp_load,
@@ -285,6 +296,7 @@ static struct nbdkit_plugin plugin = {
     .can_flush = mp_can_flush,
     .is_rotational = mp_is_rotational,
     .can_trim = mp_can_trim,
+    .dump_plugin = mp_dump_plugin,
     .can_zero = mp_can_zero,
     .can_fua = mp_can_fua,
     .pread = mp_pread,

@@ -49,6 +49,18 @@ struct GroupInfo {
   std::vector<std::string> paths;
 };
 
+// The disk as a whole, for the header of `show topology` (like the first
+// lines of `multipath -ll`).
+struct DiskInfo {
+  std::uint64_t size = 0;
+  std::uint32_t block_size = 1;
+  bool read_only = false;
+  std::string identity;  // iSCSI LU identifier, or NBD export name / description
+  std::string selector, no_path, failback;
+  bool queueing = true;       // no-path policy in force now (queueing may be switched)
+  std::uint64_t waiting = 0;  // requests waiting now
+};
+
 struct EngineInfo {
   std::uint64_t requests = 0, failed_requests = 0, retries = 0, group_switches = 0;
   std::uint64_t queued_no_path = 0;     // requests that ever waited with no path
@@ -75,6 +87,9 @@ class ControlApi {
   virtual std::vector<GroupInfo> show_groups() = 0;
   virtual EngineInfo show_stats() = 0;
   virtual std::vector<Event> show_events() = 0;  // oldest first, the last N
+  virtual DiskInfo show_disk() = 0;
+  // The effective configuration as "key: value" settings, secrets redacted.
+  virtual std::vector<std::pair<std::string, std::string>> show_config() = 0;
 
   // Each returns "" when done, else one sentence saying what is wrong.
   virtual std::string fail_path(const std::string& path) = 0;

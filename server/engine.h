@@ -114,6 +114,8 @@ class Engine final : public ControlApi, private PathListener {
   std::vector<GroupInfo> show_groups() override;
   EngineInfo show_stats() override;
   std::vector<Event> show_events() override;
+  DiskInfo show_disk() override;
+  std::vector<std::pair<std::string, std::string>> show_config() override;
   std::string fail_path(const std::string& path) override;
   std::string reinstate_path(const std::string& path) override;
   std::string drain_path(const std::string& path) override;

@@ -198,4 +198,29 @@ std::vector<Event> Engine::show_events() {
   return {events_.begin(), events_.end()};
 }
 
+DiskInfo Engine::show_disk() {
+  DiskInfo d;
+  d.size = disk_.size;
+  d.block_size = disk_.min_block;
+  d.read_only = disk_.read_only;
+  d.identity = !disk_.identity.empty()      ? disk_.identity
+               : disk_.has_description      ? disk_.description
+               : !disk_.export_name.empty() ? "export " + disk_.export_name
+                                            : "";
+  for (const auto& [k, v] : config::settings(cfg_)) {
+    if (k == "selector") d.selector = v;
+    if (k == "no-path.policy") d.no_path = v;
+    if (k == "failover.failback") d.failback = v;
+  }
+  d.queueing = queueing_;
+  d.waiting = waiting_count_;
+  return d;
+}
+
+std::vector<std::pair<std::string, std::string>> Engine::show_config() {
+  auto s = config::settings(cfg_);
+  s.insert(s.begin(), {"source", cfg_.source});
+  return s;
+}
+
 }  // namespace mp

@@ -226,6 +226,9 @@ class Engine final : public ControlApi, private PathListener {
   std::vector<Group> groups_;                     // by priority, highest first
   int serving_ = -1;                              // index into groups_, -1: none
   bool failed_over_ = false;  // the serving group has lost its last path once (manual failback)
+  // Until then (the first connect window), a higher-priority group that comes
+  // up takes over at once whatever the failback policy (start-up election).
+  Clock::time_point election_until_{};
   TimerQueue::Key failback_timer_;
 
   TimerQueue timers_;

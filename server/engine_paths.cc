@@ -90,6 +90,7 @@ void Engine::event(const std::string& subject, const std::string& what, const st
 
 void Engine::start() {
   Entry entry(*this);
+  election_until_ = rt_.now() + cfg_.timeouts.connect;
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
 }

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mp::config {
@@ -173,6 +174,15 @@ std::string check_uri(const std::string& uri);
 std::optional<Duration> parse_duration(const std::string& text);
 
 const char* to_string(SelectorKind k);
+
+// The effective settings, one "key: value" each in a fixed order, keys as in
+// the YAML ("timeouts.attempt", "paths.a.weight"); passwords redacted and
+// secrets shown only as set (settings.cc).
+using Settings = std::vector<std::pair<std::string, std::string>>;
+Settings settings(const Config& c);
+// Every setting that differs: "timeouts.attempt: 1s -> 2s", "paths.c.uri:
+// ... (new)", "... (gone)".
+std::vector<std::string> changed_settings(const Config& from, const Config& to);
 
 // Quotes text from a file, a command line or a server for a message: 'text',
 // with invalid UTF-8 and invisible characters escaped (\xff, \u202e), and

@@ -7,6 +7,7 @@
 //
 // Single-threaded; blocking socket calls bounded by --timeout.
 #include <fmt/format.h>
+#include <langinfo.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <clocale>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,11 +38,21 @@ using json = nlohmann::json;
 namespace control = mp::control;
 
 constexpr int kExitRefused = 1, kExitUsage = 2, kExitUnreachable = 3;
+constexpr const char* kRunDir = "/run/nbd-multipath";  // the unit's RuntimeDirectory parent
 constexpr const char* kDefaultSocket = "/run/nbd-multipath/ctl.sock";
 constexpr const char* kProg = "nbd-multipath-ctl";
 
+bool json_errors = false;  // --json: errors too go to stdout, as a JSON object
+bool utf8 = true;          // the locale's character set is UTF-8: tree glyphs and µ
+
 [[noreturn]] void die(int status, const std::string& msg) {
-  std::fprintf(stderr, "%s: %s\n", kProg, msg.c_str());
+  if (json_errors) {
+    std::puts(nlohmann::json{{"error", msg}, {"exit_status", status}}
+                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                  .c_str());
+  } else {
+    std::fprintf(stderr, "%s: %s\n", kProg, msg.c_str());
+  }
   std::exit(status);
 }
 
@@ -81,7 +93,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows,
 
 std::string latency(double us) {
   if (!(us > 0)) return "-";
-  if (us < 1000) return fmt::format("{:.0f}µs", us);
+  if (us < 1000) return fmt::format("{:.0f}{}", us, utf8 ? "µs" : "us");
   if (us < 10000) return fmt::format("{:.2f}ms", us / 1000);
   if (us < 1e6) return fmt::format("{:.1f}ms", us / 1000);
   return fmt::format("{:.2f}s", us / 1e6);
@@ -150,15 +162,34 @@ void print_paths(const json& result) {
   }
 }
 
-// Groups as a tree; with `states`, each path's state, URI and reason.
-void print_tree(const json& result, bool states) {
+// The disk line of `show topology`, like the first lines of multipath -ll.
+void print_disk(const json& d) {
+  auto disk = d.get<DiskInfo>();
+  std::string id = disk.identity.empty() ? "" : "  (" + disk.identity + ")";
+  std::puts(fmt::format("disk{}  size={} ({} bytes)  block={}  {}", id, bytes(disk.size), disk.size,
+                        disk.block_size, disk.read_only ? "ro" : "rw")
+                .c_str());
+  std::puts(fmt::format("selector={}  no-path={} (queueing {}, {} waiting)  failback={}",
+                        disk.selector, disk.no_path, disk.queueing ? "on" : "off", disk.waiting,
+                        disk.failback)
+                .c_str());
+}
+
+// Groups as a tree; with `states`, each path's state, URI and reason. A
+// topology result is {disk, groups}; an older server sent the groups only.
+void print_tree(const json& in, bool states) {
+  if (in.is_object() && in.contains("disk")) print_disk(in["disk"]);
+  const json& result = in.is_object() && in.contains("groups") ? in["groups"] : in;
   if (!result.is_array() || result.empty()) {
     std::puts("no groups");
     return;
   }
   for (const auto& g : result) {
     std::string head = fmt::format("{}  priority {}", str(g, "name"), g.value("priority", 0));
-    if (g.value("serving", false)) head += "  serving";
+    if (std::string st = str(g, "status"); !st.empty())
+      head += "  " + st;  // serving, standby or down
+    else if (g.value("serving", false))
+      head += "  serving";
     std::puts(head.c_str());
     const json& paths = g.contains("paths") ? g["paths"] : json::array();
     std::size_t wn = 0, ws = 0;
@@ -168,7 +199,8 @@ void print_tree(const json& result, bool states) {
     }
     for (std::size_t i = 0; i < paths.size(); i++) {
       const json& p = paths[i];
-      std::string line = i + 1 == paths.size() ? "└── " : "├── ";
+      const bool last = i + 1 == paths.size();
+      std::string line = utf8 ? (last ? "└── " : "├── ") : (last ? "`-- " : "|-- ");
       if (p.is_string() || !states) {
         line += p.is_string() ? p.get<std::string>() : str(p, "name");
       } else {
@@ -242,6 +274,10 @@ void print_result(const std::string& cmd, const json& result) {
   if (cmd == "show topology") return print_tree(result, true);
   if (cmd == "show stats") return print_stats(result);
   if (cmd == "show events") return print_events(result);
+  if (cmd == "show config") {
+    for (const auto& kv : result) std::puts((str(kv, "key") + ": " + str(kv, "value")).c_str());
+    return;
+  }
   if (cmd == "queueing")
     return (void)std::puts(result.value("queueing", false) ? "queueing on" : "queueing off");
   if (cmd == "fail-queued") {
@@ -265,10 +301,12 @@ std::string help_footer() {
   for (const auto& c : control::kCommands)
     s += fmt::format("  {:<{}}  {}\n", control::usage(c), w, c.help);
   s += fmt::format(
-      "\nThe socket is --socket, else $NBD_MULTIPATH_CTL, else {}.\n"
+      "\nThe socket is --socket (or --disk NAME: {}/NAME/ctl.sock), else $NBD_MULTIPATH_CTL,\n"
+      "else {}.\n"
       "Exit status: 0 done; 1 the server refused the request; 2 usage error;\n"
-      "3 the server could not be reached or did not answer in time.",
-      kDefaultSocket);
+      "3 the server could not be reached or did not answer in time.\n"
+      "See nbd-multipath-ctl(8) and nbdkit-multipath-plugin(1).",
+      kRunDir, kDefaultSocket);
   return s;
 }
 
@@ -377,16 +415,30 @@ std::string exchange(const std::string& path, const std::string& request, double
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{fmt::format("{} [-s|--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS...]\n"
-                           "Shows the state of an nbd-multipath disk and runs operator actions, "
-                           "through its control socket.",
-                           kProg),
-               kProg};
+  for (int i = 1; i < argc; i++) json_errors = json_errors || std::strcmp(argv[i], "--json") == 0;
+  std::setlocale(LC_CTYPE, "");
+  utf8 = std::strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+  CLI::App app{
+      "Shows the state of an nbd-multipath disk and runs operator actions, through its "
+      "control socket.",
+      kProg};
+  app.set_version_flag("--version", std::string(kProg) + " " + MP_VERSION);
   const char* env = std::getenv("NBD_MULTIPATH_CTL");
   std::string socket = env && *env ? env : kDefaultSocket;
   bool json_out = false;
   double timeout = 10;
-  app.add_option("-s,--socket", socket, "the control socket (control.socket in the YAML)");
+  std::string disk;
+  auto* socket_opt =
+      app.add_option("-s,--socket", socket, "the control socket (control.socket in the YAML)");
+  app.add_option("-d,--disk", disk,
+                 "the disk served by nbd-multipath@NAME.service: its socket "
+                 "/run/nbd-multipath/NAME/ctl.sock")
+      ->excludes(socket_opt)
+      ->check([](const std::string& v) -> std::string {
+        if (!v.empty() && v.find('/') == std::string::npos && v != "." && v != "..") return "";
+        return "--disk takes the unit's instance name (NAME in nbd-multipath@NAME), not '" + v +
+               "'";
+      });
   app.add_flag("--json", json_out, "print the result as JSON (may also follow COMMAND)");
   app.add_option("--timeout", timeout, "seconds to wait for the server (default 10)")
       ->check([](const std::string& v) -> std::string {
@@ -405,11 +457,15 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    if (json_errors) die(kExitUsage, e.what());
     app.exit(e);
     return kExitUsage;
   }
 
+  if (!disk.empty()) socket = std::string(kRunDir) + "/" + disk + "/ctl.sock";
   std::vector<std::string> words;
   for (auto& w : app.remaining()) {
     if (w == "--json")
@@ -433,6 +489,15 @@ int run(int argc, char** argv) {
     first_arg = 2;
   }
   std::vector<std::string> args(words.begin() + static_cast<long>(first_arg), words.end());
+  // COMMAND --help: that command's usage and help.
+  if (std::find_if(args.begin(), args.end(),
+                   [](const std::string& a) { return a == "--help" || a == "-h"; }) != args.end()) {
+    const control::Command* c = control::find_command(command);
+    if (!c) die(kExitUsage, "unknown command " + control::quote(command) + " (see --help)");
+    std::puts(
+        fmt::format("Usage: {} [OPTIONS] {}\n{}", kProg, control::usage(*c), c->help).c_str());
+    return 0;
+  }
   if (std::string err = control::check(command, args); !err.empty())
     die(kExitUsage, err + " (see --help)");
   if (command == "help") {

@@ -5,15 +5,20 @@
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "config/config.h"
+#include "plugin/log.h"
+#include "plugin/notify.h"
+#include "plugin/signals.h"
 #include "server/disk.h"
 #include "server/fd_limits.h"
 #include "server/service.h"
+#include "server/versions.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -39,15 +44,12 @@ struct State {
   mp::config::Config cfg;
   mp::PathCaps disk;
   std::unique_ptr<mp::Service> service;  // from .after_fork to .cleanup
-  std::thread watcher;                   // turns nbdkit's shutdown into Service::shutdown
+  mp::plugin::SignalWatch signals;       // SIGHUP: reload; stop signals: Service::shutdown
 };
 State* g;  // created in .load, freed in .unload
 
 void log_line(mp::LogLevel level, const std::string& line) {
-  if (level == mp::LogLevel::Error)
-    nbdkit_error("%s", line.c_str());
-  else if (multipath_debug_verbose)
-    nbdkit_debug("%s", line.c_str());
+  mp::plugin::log_line(level, line, multipath_debug_verbose);
 }
 
 // nbdkit 1.32.4 to 1.33.9 abort when a client hangs up with requests in
@@ -128,19 +130,26 @@ int mp_after_fork() noexcept try {
   mp::Engine::Options opts;
   opts.track_stale_writes = !multipath_debug_unsafe_retry;
   opts.dirty_range_affinity = !multipath_debug_unsafe_no_affinity;
+  mp::plugin::init_log();
   std::string err;
   g->service = mp::Service::start(g->cfg, g->disk, opts, log_line, &err);
   if (!g->service) {
     nbdkit_error("%s", err.c_str());
     return -1;
   }
-  // nbdkit_nanosleep returns early only when nbdkit shuts down: then queued
-  // and in-flight requests fail at once, so the worker threads let go.
-  g->watcher = std::thread([s = g->service.get()] {
-    while (nbdkit_nanosleep(3600, 0) == 0) {
-    }
-    s->shutdown();
-  });
+  // When nbdkit is told to stop, queued and in-flight requests fail at once,
+  // so the worker threads let go (plugin/signals.cc: not nbdkit_nanosleep,
+  // whose wake-up on shutdown is an error line).
+  mp::Service* s = g->service.get();
+  err = g->signals.start([s] { s->reload(); }, [s] { s->shutdown(); });
+  if (!err.empty()) {
+    nbdkit_error("%s", err.c_str());
+    return -1;
+  }
+  // nbdkit listens already (it binds before .after_fork): under systemd
+  // Type=notify the disk is ready now; requests wait for a path from here.
+  if (!mp::plugin::sd_notify_state("READY=1\nSTATUS=serving; paths connecting"))
+    nbdkit_error("cannot tell systemd the disk is ready: sending to $NOTIFY_SOCKET failed");
   return 0;
 } catch (const std::exception& e) {
   nbdkit_error("cannot start the event loop: %s", e.what());
@@ -149,7 +158,7 @@ int mp_after_fork() noexcept try {
 
 void mp_cleanup() noexcept {
   if (!g->service) return;
-  if (g->watcher.joinable()) g->watcher.join();
+  g->signals.stop();
   std::string sum = g->service->stop();
   g->service.reset();
   if (!multipath_debug_verbose) return;
@@ -158,6 +167,13 @@ void mp_cleanup() noexcept {
     if (n == std::string::npos) n = sum.size();
     nbdkit_debug("%s", sum.substr(b, n - b).c_str());
   }
+}
+
+// Like nbdkit's nbd plugin (libnbd_version=): what this build runs on.
+void mp_dump_plugin() noexcept try {
+  for (const auto& [k, v] : mp::library_versions()) std::printf("%s=%s\n", k.c_str(), v.c_str());
+  std::printf("multipath_man_page=nbdkit-multipath-plugin(1)\n");
+} catch (...) {
 }
 
 void* mp_open(int /*readonly*/) noexcept {
@@ -247,7 +263,9 @@ int mp_cache(void*, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
 }
 
 const char kHelp[] =
-    "config=FILE.yaml            The disk's configuration (see config/README.md).\n"
+    "config=FILE.yaml            The disk's configuration (man nbdkit-multipath-plugin;\n"
+    "                            its schema: " MP_DOCDIR
+    "/CONFIGURATION.md).\n"
     "Or the quick form, without a file:\n"
     "[path=]URI                  A path (repeat for each): nbd://HOST[:PORT][/EXPORT],\n"
     "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...,\n"
@@ -272,7 +290,7 @@ const char kHelp[] =
 static struct nbdkit_plugin plugin = {
     .name = "multipath",
     .longname = "nbdkit multipath plugin",
-    .version = "0.1.0",
+    .version = MP_PLUGIN_VERSION,
     .description =
         "One disk served over several NBD and iSCSI paths, with per-request timers and failover",
     .load = mp_load,
@@ -286,6 +304,7 @@ static struct nbdkit_plugin plugin = {
     .can_flush = mp_can_flush,
     .is_rotational = mp_is_rotational,
     .can_trim = mp_can_trim,
+    .dump_plugin = mp_dump_plugin,
     .can_zero = mp_can_zero,
     .can_fua = mp_can_fua,
     .pread = mp_pread,

@@ -37,7 +37,8 @@ struct PathInfo {
   std::uint64_t eio_errors = 0;        // the server replied EIO (failover policy)
   std::uint64_t timeouts = 0;          // attempts that timed out
   std::uint64_t failovers = 0;         // attempts abandoned here and retried elsewhere
-  std::uint64_t failures = 0, reinstatements = 0;
+  std::uint64_t failures = 0, reinstatements = 0;  // failures: outages, once each
+  std::uint64_t reconnects = 0;                    // reconnect attempts
   std::uint64_t marginal = 0;                     // times made marginal (latency outlier)
   double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
   std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
@@ -53,6 +54,18 @@ struct GroupInfo {
   int priority = 0;
   bool serving = false;
   std::vector<std::string> paths;
+};
+
+// The disk as a whole, for the header of `show topology` (like the first
+// lines of `multipath -ll`).
+struct DiskInfo {
+  std::uint64_t size = 0;
+  std::uint32_t block_size = 1;
+  bool read_only = false;
+  std::string identity;  // iSCSI LU identifier, or NBD export name / description
+  std::string selector, no_path, failback;
+  bool queueing = true;       // no-path policy in force now (queueing may be switched)
+  std::uint64_t waiting = 0;  // requests waiting now
 };
 
 struct EngineInfo {
@@ -81,6 +94,9 @@ class ControlApi {
   virtual std::vector<GroupInfo> show_groups() = 0;
   virtual EngineInfo show_stats() = 0;
   virtual std::vector<Event> show_events() = 0;  // oldest first, the last N
+  virtual DiskInfo show_disk() = 0;
+  // The effective configuration as "key: value" settings, secrets redacted.
+  virtual std::vector<std::pair<std::string, std::string>> show_config() = 0;
 
   // Each returns "" when done, else one sentence saying what is wrong.
   virtual std::string fail_path(const std::string& path) = 0;

@@ -28,7 +28,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, stat
                                                 eio_errors, timeouts, failovers, failures,
                                                 reinstatements, marginal, latency_p50_us,
                                                 latency_p99_us, abandoned_pending, dirty_ranges,
-                                                dirty_bytes, affinity_requests, cleaning_flushes)
+                                                dirty_bytes, affinity_requests, cleaning_flushes, reconnects)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_requests, retries,
                                                 group_switches, queued_no_path, queued_no_path_ms,
@@ -36,6 +36,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_req
                                                 abandoned_pending, resolved_late, resolved_by_death,
                                                 reapplied, unshadowed, shadow_bytes, ops)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Event, unix_ms, subject, what, reason)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DiskInfo, size, block_size, read_only, identity,
+                                                selector, no_path, failback, queueing, waiting)
 
 namespace control {
 
@@ -49,12 +51,14 @@ struct Command {
   std::string_view help;
 };
 
-inline constexpr std::array<Command, 14> kCommands{{
+inline constexpr std::array<Command, 15> kCommands{{
     {"show paths", "", 0, 0, "every path: state, counters, latency"},
     {"show groups", "", 0, 0, "priority groups and their paths"},
-    {"show topology", "", 0, 0, "groups with each path's state"},
+    {"show topology", "", 0, 0,
+     "the disk, then groups with each path's state (like multipath -ll)"},
     {"show stats", "", 0, 0, "engine counters and per-request-type latency"},
     {"show events", "", 0, 0, "recent state changes, oldest first"},
+    {"show config", "", 0, 0, "the effective configuration, secrets redacted"},
     {"fail", "PATH", 1, 1, "take a path out of service until reinstated"},
     {"reinstate", "PATH", 1, 1,
      "reconnect and probe a failed path, or use a draining or marginal path again at once"},

@@ -129,7 +129,14 @@ json topology(ControlApi& api) {
     }
     (*it)["paths"].push_back(path_json(paths[i]));
   }
-  return out;
+  // Each group's status, as multipath -ll shows it: serving, standby (an
+  // active path, not serving), or down (no active path).
+  for (auto& g : out) {
+    bool usable = false;
+    for (const auto& p : g["paths"]) usable = usable || p["state"] == "active";
+    g["status"] = g["serving"] == true ? "serving" : usable ? "standby" : "down";
+  }
+  return json{{"disk", api.show_disk()}, {"groups", std::move(out)}};
 }
 
 // The command, already checked against the table.
@@ -147,6 +154,11 @@ Outcome dispatch(ControlApi& api, const std::string& cmd, const std::vector<std:
   if (cmd == "show topology") return ok(topology(api));
   if (cmd == "show stats") return ok(api.show_stats());
   if (cmd == "show events") return ok(api.show_events());
+  if (cmd == "show config") {
+    json list = json::array();
+    for (const auto& [k, v] : api.show_config()) list.push_back(json{{"key", k}, {"value", v}});
+    return ok(std::move(list));
+  }
   if (cmd == "fail") return action(api.fail_path(args[0]));
   if (cmd == "reinstate") return action(api.reinstate_path(args[0]));
   if (cmd == "drain") return action(api.drain_path(args[0]));

@@ -78,11 +78,12 @@ struct EngineStats {
 struct PathStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
   std::uint64_t transport_errors = 0, eio_errors = 0;  // errors, by kind
-  std::uint64_t failures = 0, reinstatements = 0, probes = 0;
+  std::uint64_t failures = 0, reinstatements = 0, probes = 0;  // failures: outages
   // Dirty-range affinity (engine_affinity.cc): requests sent here because they
   // overlapped a range dirty on this path, and flushes the engine sent here to
   // clean its ranges (another path needed one, or the bound was reached).
   std::uint64_t affinity_requests = 0, cleaning_flushes = 0;
+  std::uint64_t reconnects = 0;  // reconnect attempts (back-off elapsed or operator reinstate)
 };
 
 class Engine final : public ControlApi, private PathListener {
@@ -125,6 +126,8 @@ class Engine final : public ControlApi, private PathListener {
   std::vector<GroupInfo> show_groups() override;
   EngineInfo show_stats() override;
   std::vector<Event> show_events() override;
+  DiskInfo show_disk() override;
+  std::vector<std::pair<std::string, std::string>> show_config() override;
   std::string fail_path(const std::string& path) override;
   std::string reinstate_path(const std::string& path) override;
   std::string drain_path(const std::string& path) override;
@@ -176,7 +179,8 @@ class Engine final : public ControlApi, private PathListener {
   void path_down(Path& path, const std::string& reason) override;
   bool transition(PathSlot& s, PathState to, const std::string& reason);
   void event(const std::string& subject, const std::string& what, const std::string& reason);
-  void connect_path(PathSlot& s);
+  void fold_reconnect_event(PathSlot& s, const std::string& last);
+  void connect_path(PathSlot& s, const std::string& why = "");
   void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
   void probe(PathSlot& s);
@@ -253,6 +257,9 @@ class Engine final : public ControlApi, private PathListener {
   std::vector<Group> groups_;                     // by priority, highest first
   int serving_ = -1;                              // index into groups_, -1: none
   bool failed_over_ = false;  // the serving group has lost its last path once (manual failback)
+  // Until then (the first connect window), a higher-priority group that comes
+  // up takes over at once whatever the failback policy (start-up election).
+  Clock::time_point election_until_{};
   TimerQueue::Key failback_timer_;
 
   TimerQueue timers_;

@@ -46,7 +46,7 @@ std::string Engine::reinstate_path(const std::string& name) {
       break;
     case PathState::Failed:  // reconnect now; reinstated when its probe succeeds
       s->backoff_step = 0;
-      connect_path(*s);
+      connect_path(*s, "operator: reinstate");
       break;
     default:
       return "path " + name + " is " + to_string(s->state) +
@@ -107,7 +107,7 @@ std::string Engine::fail_queued(std::uint64_t* failed) {
     r = next;
   }
   if (n)
-    log(LogLevel::Error, "operator: failed " + std::to_string(n) + " queued requests with EIO");
+    log(LogLevel::Warning, "operator: failed " + std::to_string(n) + " queued requests with EIO");
   *failed = n;
   return "";
 }
@@ -146,6 +146,7 @@ std::vector<PathInfo> Engine::show_paths() {
     p.failures = st.failures;
     p.reinstatements = st.reinstatements;
     p.marginal = outlier_.stats(sl->id, rt_.now()).ejections;
+    p.reconnects = st.reconnects;
     p.latency_p50_us = sl->latency.quantile(0.5);
     p.latency_p99_us = sl->latency.quantile(0.99);
     for (Attempt* a = abandoned_; a; a = a->next)
@@ -203,6 +204,31 @@ EngineInfo Engine::show_stats() {
 
 std::vector<Event> Engine::show_events() {
   return {events_.begin(), events_.end()};
+}
+
+DiskInfo Engine::show_disk() {
+  DiskInfo d;
+  d.size = disk_.size;
+  d.block_size = disk_.min_block;
+  d.read_only = disk_.read_only;
+  d.identity = !disk_.identity.empty()      ? disk_.identity
+               : disk_.has_description      ? disk_.description
+               : !disk_.export_name.empty() ? "export " + disk_.export_name
+                                            : "";
+  for (const auto& [k, v] : config::settings(cfg_)) {
+    if (k == "selector") d.selector = v;
+    if (k == "no-path.policy") d.no_path = v;
+    if (k == "failover.failback") d.failback = v;
+  }
+  d.queueing = queueing_;
+  d.waiting = waiting_count_;
+  return d;
+}
+
+std::vector<std::pair<std::string, std::string>> Engine::show_config() {
+  auto s = config::settings(cfg_);
+  s.insert(s.begin(), {"source", cfg_.source});
+  return s;
 }
 
 }  // namespace mp

@@ -50,6 +50,7 @@ Engine::Group& Engine::group_of(const PathSlot& s) {
 // path, subject to the failback policy when the serving group still works.
 void Engine::regroup(bool failback_due) {
   regroup_due_ = false;
+  bool election = false;
   int best = -1;
   for (std::size_t i = 0; i < groups_.size(); i++)
     if (groups_[i].selector->has_usable_path()) {
@@ -62,6 +63,12 @@ void Engine::regroup(bool failback_due) {
   if (!cur_usable) {
     next = best;
     if (cur >= 0) failed_over_ = true;
+  } else if (best >= 0 && best < cur && !failed_over_ && rt_.now() < election_until_) {
+    // Start-up election: a better group's path came up within the first
+    // connect window, after a lower group's answered first. Not a failback:
+    // the highest-priority group that comes up in that window serves, now.
+    next = best;
+    election = true;
   } else if (best >= 0 && best < cur) {  // a better group is usable again
     switch (cfg_.failover.failback) {
       case config::Failback::Immediate:
@@ -95,6 +102,8 @@ void Engine::regroup(bool failback_due) {
   announce_group_change(cur, next,
                         next < 0     ? "no usable path"
                         : cur < 0    ? "a path is usable"
+                        : election   ? "start-up election: a higher-priority group came up within "
+                                       "the first connect window"
                         : cur_usable ? "failback"
                                      : "failover");
 }
@@ -104,7 +113,8 @@ void Engine::regroup(bool failback_due) {
 void Engine::announce_group_change(int from, int to, const std::string& why) {
   std::string change = std::string(from >= 0 ? groups_[from].name : "(none)") + " -> " +
                        (to >= 0 ? groups_[to].name : "(none)");
-  log(LogLevel::Error, "group: " + change + ": " + why);
+  // Losing the last usable path is a failure; any other change is routine.
+  log(to < 0 ? LogLevel::Error : LogLevel::Notice, "group: " + change + ": " + why);
   event("engine", "group " + change, why);
 }
 

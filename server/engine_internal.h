@@ -107,6 +107,7 @@ struct PathSlot {
   std::string refusal;      // why its last connection was refused, logged once
   bool admin_down = false;  // failed by the operator: no reconnect until reinstated
   bool removing = false;    // removed by a reload: draining, then Removed
+  bool in_outage = false;   // failed since it last served: the outage is already logged and counted
   PathStats stats;
   Latency latency;  // per attempt
   // Without a shared cache: what this path acknowledged that no completed

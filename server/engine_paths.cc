@@ -42,14 +42,46 @@ bool Engine::transition(PathSlot& s, PathState to, const std::string& reason) {
   else if (!serves_io(from) && serves_io(to))
     sel.reinstate_path(s.id);
   if (serves_io(from) != serves_io(to)) regroup_due_ = true;
-  if (row->counter == PathCounter::Failures) s.stats.failures++;
+  // An outage is logged at error level and counted once, when it starts; the
+  // reconnect attempts within it are debug lines, one folded event and the
+  // reconnects counter. An operator's fail is routine (a notice).
+  const bool operator_action = reason.starts_with("operator");
+  const bool new_outage = to == PathState::Failed && !s.in_outage;
+  const std::string line = to_string(from) + std::string(" -> ") + to_string(to);
+  LogLevel level = LogLevel::Debug;
+  if (new_outage)
+    level = operator_action ? LogLevel::Notice : LogLevel::Error;
+  else if (to == PathState::Marginal)
+    level = LogLevel::Warning;  // degraded: it still answers, too slowly
+  else if (row->loud && to != PathState::Failed)
+    level = LogLevel::Notice;  // entering service
+  if (row->counter == PathCounter::Failures && new_outage) s.stats.failures++;
   if (row->counter == PathCounter::Reinstatements) s.stats.reinstatements++;
-  log(row->loud ? LogLevel::Error : LogLevel::Debug,
-      "path " + s.cfg.name + ": " + to_string(from) + " -> " + to_string(to) + ": " + reason);
-  event("path " + s.cfg.name, std::string(to_string(from)) + " -> " + to_string(to), reason);
+  if (from == PathState::Failed && to == PathState::Connecting) s.stats.reconnects++;
+  log(level, "path " + s.cfg.name + ": " + line + ": " + reason);
+  if (s.in_outage && !operator_action && !serves_io(to) && to != PathState::Draining &&
+      to != PathState::Removed)
+    fold_reconnect_event(s, line + ": " + reason);
+  else
+    event("path " + s.cfg.name, line, reason);
+  if (new_outage) s.in_outage = true;
+  if (serves_io(to)) s.in_outage = false;
   // A marginal path stands in when its group loses its last active one.
   if (from == PathState::Active && to != PathState::Marginal) keep_one_active(s.group);
   return true;
+}
+
+// One event entry per outage for the reconnect attempts, updated in place
+// and moved to the end, so a long outage cannot push its start (the failure)
+// out of the ring.
+void Engine::fold_reconnect_event(PathSlot& s, const std::string& last) {
+  const std::string subject = "path " + s.cfg.name;
+  for (auto it = events_.rbegin(); it != events_.rend(); ++it) {
+    if (it->subject != subject) continue;
+    if (it->what.starts_with("reconnecting")) events_.erase(std::next(it).base());
+    break;
+  }
+  event(subject, "reconnecting (" + std::to_string(s.stats.reconnects) + " attempts so far)", last);
 }
 
 void Engine::event(const std::string& subject, const std::string& what, const std::string& reason) {
@@ -62,6 +94,7 @@ void Engine::event(const std::string& subject, const std::string& what, const st
 
 void Engine::start() {
   Entry entry(*this);
+  election_until_ = rt_.now() + cfg_.timeouts.connect;
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
   outlier_.configure(cfg_.outlier);
@@ -76,9 +109,12 @@ void Engine::arm_checker() {
   });
 }
 
-void Engine::connect_path(PathSlot& s) {
+void Engine::connect_path(PathSlot& s, const std::string& why) {
   timers_.cancel(s.timer);
-  transition(s, PathState::Connecting, s.backoff_step ? "reconnecting" : "connecting");
+  transition(s, PathState::Connecting,
+             !why.empty()     ? why
+             : s.backoff_step ? "reconnecting"
+                              : "connecting");
   s.timer = timers_.arm(rt_.now() + cfg_.timeouts.connect, [this, &s] {
     s.timer = {};
     take_down(s,
@@ -94,7 +130,10 @@ void Engine::path_connected(Path& path, const PathCaps& caps) {
   timers_.cancel(s->timer);
   std::string refused = refusal(disk_, caps);
   if (!refused.empty()) {
-    if (refused != s->refusal) log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
+    // A new outage logs the refusal with its state change; within an outage
+    // only a different refusal is news.
+    if (refused != s->refusal && s->in_outage)
+      log(LogLevel::Error, "path " + s->cfg.name + " refused: " + refused);
     s->refusal = refused;
     take_down(*s, "refused: " + refused);
     return;

@@ -71,6 +71,18 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   };
   std::string what =
       "add " + list(added) + "; remove " + list(removed) + "; change " + list(changed);
+  // Every other setting that differs (a path's own settings included; an
+  // added or removed path is already listed above).
+  std::vector<std::string> settings;
+  auto listed = [&](const std::string& c) {
+    for (const auto* v : {&added, &removed})
+      for (const auto& n : *v)
+        if (c.starts_with("paths." + n + ".")) return true;
+    return false;
+  };
+  for (auto& c : config::changed_settings(cfg_, next))
+    if (!listed(c)) settings.push_back(std::move(c));
+  if (!settings.empty()) what += "; set " + list(settings);
   if (summary) *summary = what;
   if (usable_kept == 0)
     return "reload refused, the running configuration stays: no path that serves I/O now would "
@@ -121,7 +133,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   tracker_.set_max_bytes(std::min<std::uint64_t>(cfg_.stale_writes.max_bytes, 1ull << 30));
   queueing_ = cfg_.no_path.policy == config::NoPathPolicy::Queue;
   arm_checker();
-  log(LogLevel::Error, "reload: " + what);
+  log(LogLevel::Notice, "reload: " + what);
   event("engine", "reload", what);
   regroup(false);  // now: the group change comes before the removals it allows
   for (auto& sl : slots_)

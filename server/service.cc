@@ -94,6 +94,15 @@ void Service::shutdown() {
   loop_->post([e] { e->shutdown(); });
 }
 
+void Service::reload() {
+  Engine* e = engine_.get();
+  loop_->post([e, log = log_] {
+    e->reload(false, [log](const std::string& err, const std::string&) {
+      if (!err.empty()) log(LogLevel::Error, "reload on SIGHUP: " + err);
+    });
+  });
+}
+
 std::string Service::stop() {
   if (!engine_) return "";
   if (!started_) {

@@ -41,6 +41,10 @@ class Service {
   // Fails queued and in-flight requests at once, so that blocked worker
   // threads let go (nbdkit is shutting down). From any thread but the loop's.
   void shutdown();
+  // Reloads the configuration file, as the control socket's `reload` does
+  // (SIGHUP): the engine logs what changed; a refusal is logged as an error.
+  // From any thread but the loop's.
+  void reload();
   // Closes the endpoints, fails what is left, closes every path on the loop
   // thread and joins it. Returns the engine's per-path summary. Idempotent
   // (later calls return ""). From any thread but the loop's.

@@ -10,6 +10,8 @@ mp_require nbdkit
 _mp_require_python
 
 mp_require_ctl
+# The tree glyphs and µ below need a UTF-8 locale (test-ctl-cli.sh checks ASCII under C).
+export LC_ALL=C.UTF-8
 
 make_image "$MP_TMP/disk.img" 16M
 start_upstream a file "$MP_TMP/disk.img"
@@ -95,9 +97,9 @@ ctl --json show groups | py "r == [{'name': 'fast', 'priority': 10, 'serving': T
 
 expect_rc 0 topology show topology
 assert_contains "$MP_TMP/topology.out" '^fast  priority 10  serving$'
-assert_contains "$MP_TMP/topology.out" '^└── a  active  nbd\+unix://'
-assert_contains "$MP_TMP/topology.out" '^└── b  active  nbd\+unix://'
-ctl --json show topology | py "[(g['name'], [(p['name'], p['state']) for p in g['paths']]) for g in r]" |
+assert_contains "$MP_TMP/topology.out" '^(└──|`--) a  active  nbd\+unix://'
+assert_contains "$MP_TMP/topology.out" '^(└──|`--) b  active  nbd\+unix://'
+ctl --json show topology | py "[(g['name'], [(p['name'], p['state']) for p in g['paths']]) for g in r['groups']]" |
   grep -qxF '[["fast", [["a", "active"]]], ["slow", [["b", "active"]]]]' || fail "show topology --json"
 
 expect_rc 0 stats show stats
@@ -215,7 +217,7 @@ assert_contains "$MP_TMP/reset.out" '^ok$'
 
 # --- errors and exit statuses ---
 expect_rc 2 unknown frobnicate
-assert_contains "$MP_TMP/unknown.err" "^nbd-multipath-ctl: unknown command 'frobnicate': the commands are show paths, show groups, show topology, show stats, show events, fail, reinstate, drain, switch-group, queueing, fail-queued, reload, reset-stats"
+assert_contains "$MP_TMP/unknown.err" "^nbd-multipath-ctl: unknown command 'frobnicate': the commands are show paths, show groups, show topology, show stats, show events, show config, fail, reinstate, drain, switch-group, queueing, fail-queued, reload, reset-stats"
 expect_rc 2 noargs fail
 assert_contains "$MP_TMP/noargs.err" 'fail takes 1 argument \(fail PATH\), not 0'
 expect_rc 2 show show

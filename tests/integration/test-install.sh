@@ -16,3 +16,38 @@ for key in config= path= selector= timeout= request-timeout= connect-timeout= no
   retries= shared-cache=; do
   assert_contains "$MP_TMP/help.txt" "$key"
 done
+# --help sends an installed user to the man page and the installed docs, never
+# to a file of the source tree.
+assert_contains "$MP_TMP/help.txt" "man nbdkit-multipath-plugin"
+assert_not_contains "$MP_TMP/help.txt" "config/README.md"
+docdir=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt")/share/doc/nbd-multipath
+assert_contains "$MP_TMP/help.txt" "$docdir/CONFIGURATION.md"
+[[ -f $MP_TMP/root$docdir/CONFIGURATION.md ]] || fail "CONFIGURATION.md is not installed in $docdir"
+
+# --dump-plugin carries the library versions, as nbdkit's nbd plugin does.
+${MP_PRELOAD:+env LD_PRELOAD=$MP_PRELOAD} nbdkit "$installed" --dump-plugin >"$MP_TMP/dump.txt" 2>&1 ||
+  fail "nbdkit --dump-plugin failed"
+for key in libnbd_version libiscsi_version yaml_cpp_version; do
+  assert_contains "$MP_TMP/dump.txt" "^$key=[0-9]+\.[0-9]+"
+done
+
+# The rest of the installation: CLI, man pages, unit, docs, examples.
+prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt")
+for f in bin/nbd-multipath-ctl share/man/man1/nbdkit-multipath-plugin.1 \
+  share/man/man8/nbd-multipath-ctl.8 share/doc/nbd-multipath/README.md \
+  share/doc/nbd-multipath/METRICS.md share/doc/nbd-multipath/examples/service.yaml; do
+  [[ -f $MP_TMP/root$prefix/$f ]] || fail "not installed: $prefix/$f"
+done
+unitdir=$(sed -n 's/^MP_SYSTEMD_UNITDIR:PATH=//p' "$build/CMakeCache.txt")
+[[ -f $MP_TMP/root$unitdir/nbd-multipath@.service ]] || fail "the unit is not installed in $unitdir"
+if command -v man >/dev/null; then
+  for page in man1/nbdkit-multipath-plugin.1 man8/nbd-multipath-ctl.8; do
+    MANWIDTH=80 man -l "$MP_TMP/root$prefix/share/man/$page" >"$MP_TMP/page.txt" 2>&1 ||
+      fail "man cannot format $page"
+    for section in NAME SYNOPSIS DESCRIPTION EXAMPLES "SEE ALSO"; do
+      assert_contains "$MP_TMP/page.txt" "^$section"
+    done
+  done
+fi
+"$MP_TMP/root$prefix/bin/nbd-multipath-ctl" --help >"$MP_TMP/ctl-help.txt" 2>&1 || true
+assert_contains "$MP_TMP/ctl-help.txt" "nbd-multipath-ctl\(8\)"

@@ -60,7 +60,7 @@ class FakeRuntime final : public Runtime {
   }
   std::string dump_logs() const {
     std::string s;
-    for (const auto& l : logs) s += (l.level == LogLevel::Error ? "E " : "D ") + l.text + "\n";
+    for (const auto& l : logs) s += "DNWE"[static_cast<int>(l.level)] + (" " + l.text) + "\n";
     return s;
   }
 };

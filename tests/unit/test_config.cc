@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -1449,4 +1450,39 @@ TEST_CASE("load: config= and the quick form are never combined") {
   auto f = mp::config::load("/nonexistent/disk.yaml", {});
   REQUIRE_FALSE(f);
   CHECK(f.error.find("/nonexistent/disk.yaml") != std::string::npos);
+}
+
+TEST_CASE(
+    "settings: every effective setting, passwords redacted; changed_settings lists each "
+    "difference") {
+  LoadResult r = load_string(R"(paths:
+  - { name: a, uri: "iscsi://user%hunter2@192.0.2.1/iqn.2026-01.net.example:d/0" }
+  - { name: b, uri: "nbd://192.0.2.2/d", weight: 3 }
+timeouts: { attempt: 1s }
+)",
+                             "t.yaml");
+  REQUIRE(r);
+  Settings s = settings(*r.config);
+  auto get = [&](const Settings& st, const std::string& k) {
+    for (const auto& [key, v] : st)
+      if (key == k) return v;
+    return std::string("(missing)");
+  };
+  CHECK(get(s, "paths.a.uri") == "iscsi://user%***@192.0.2.1/iqn.2026-01.net.example:d/0");
+  for (const auto& [k, v] : s) CHECK(v.find("hunter2") == std::string::npos);
+  CHECK(get(s, "paths.b.weight") == "3");
+  CHECK(get(s, "timeouts.attempt") == "1s");
+  CHECK(get(s, "timeouts.request") == "30s");
+  CHECK(get(s, "selector") == "service-time");
+  CHECK(get(s, "stale-writes.max-bytes") == "64MiB");
+
+  Config next = *r.config;
+  next.timeouts.attempt = Duration{2000};
+  next.durability.shared_cache = true;
+  next.paths.pop_back();
+  auto c = changed_settings(*r.config, next);
+  CHECK(std::find(c.begin(), c.end(), "timeouts.attempt: 1s -> 2s") != c.end());
+  CHECK(std::find(c.begin(), c.end(), "durability.shared-cache: false -> true") != c.end());
+  CHECK(std::find(c.begin(), c.end(), "paths.b.weight: 3 (gone)") != c.end());
+  CHECK(changed_settings(next, next).empty());
 }

@@ -93,6 +93,17 @@ struct FakeControlApi : ControlApi {
     calls.push_back("show_events");
     return events;
   }
+  DiskInfo show_disk() override {
+    calls.push_back("show_disk");
+    DiskInfo d;
+    d.size = 1 << 20;
+    d.selector = "round-robin";
+    return d;
+  }
+  std::vector<std::pair<std::string, std::string>> show_config() override {
+    calls.push_back("show_config");
+    return {{"selector", "round-robin"}, {"timeouts.attempt", "2s"}};
+  }
   std::string fail_path(const std::string& p) override {
     calls.push_back("fail " + p);
     return known(p, "path");
@@ -306,13 +317,23 @@ TEST_CASE("show commands return the engine's structs as snake_case JSON") {
 
   r = c.command("show topology");
   REQUIRE(r["ok"] == true);
-  REQUIRE(r["result"].size() == 2);
-  CHECK(r["result"][0]["name"] == "fast");
-  CHECK(r["result"][0]["serving"] == true);
-  CHECK(r["result"][0]["paths"][1]["name"] == "b");
-  CHECK(r["result"][0]["paths"][1]["state"] == "failed");
-  CHECK(r["result"][0]["paths"][1]["reason"] == "operator: fail");
-  CHECK(r["result"][1]["paths"][0]["name"] == "c");
+  CHECK(r["result"]["disk"]["size"] == 1 << 20);
+  CHECK(r["result"]["disk"]["selector"] == "round-robin");
+  const json& tg = r["result"]["groups"];
+  REQUIRE(tg.size() == 2);
+  CHECK(tg[0]["name"] == "fast");
+  CHECK(tg[0]["serving"] == true);
+  CHECK(tg[0]["status"] == "serving");
+  CHECK(tg[0]["paths"][1]["name"] == "b");
+  CHECK(tg[0]["paths"][1]["state"] == "failed");
+  CHECK(tg[0]["paths"][1]["reason"] == "operator: fail");
+  CHECK(tg[1]["paths"][0]["name"] == "c");
+  CHECK(tg[1]["status"] == (tg[1]["paths"][0]["state"] == "active" ? "standby" : "down"));
+
+  r = c.command("show config");
+  REQUIRE(r["ok"] == true);
+  CHECK(r["result"] == json::parse(R"([{"key":"selector","value":"round-robin"},
+                                       {"key":"timeouts.attempt","value":"2s"}])"));
 
   r = c.command("show stats");
   REQUIRE(r["ok"] == true);
@@ -398,7 +419,8 @@ TEST_CASE("bad requests get one-sentence errors and the session goes on") {
 
   std::string e = err(R"({"command":"frobnicate"})");
   CHECK(has(e, "unknown command 'frobnicate'"));
-  CHECK(has(e, "show paths, show groups, show topology, show stats, show events, fail"));
+  CHECK(
+      has(e, "show paths, show groups, show topology, show stats, show events, show config, fail"));
   CHECK(has(err(R"({"command":"fail"})"), "fail takes 1 argument (fail PATH), not 0"));
   CHECK(has(err(R"({"command":"show paths","args":["x"]})"), "takes 0 arguments"));
   CHECK(has(err(R"({"command":"reload","args":["--dry-run","x"]})"),

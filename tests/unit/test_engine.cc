@@ -616,6 +616,31 @@ TEST_CASE("engine: with manual failback I/O still starts on the highest-priority
   CHECK(read_path(h) == "F");
 }
 
+TEST_CASE(
+    "engine: start-up election: the standby answering first serves only until the primary is up") {
+  SUBCASE("within the connect window: the primary takes over at once, despite failback: 5s") {
+    Harness h(group_config(config::Failback::Delayed, 5000ms));
+    h.bring_up("S");  // the standby's probe answered first
+    CHECK(h.engine->active_group() == "slow");
+    h.advance(3ms);
+    h.bring_up("F");
+    CHECK(h.engine->active_group() == "fast");
+    CHECK(read_path(h) == "F");
+    CHECK(h.rt.count_logs(LogLevel::Notice, {"group: slow -> fast: start-up election"}) == 1);
+  }
+  SUBCASE("after the connect window: an ordinary failback, delayed") {
+    auto cfg = group_config(config::Failback::Delayed, 5000ms);
+    Harness h(cfg);
+    h.bring_up("S");
+    h.advance(cfg.timeouts.connect + 1ms);
+    if (h.state("F") != PathState::Connecting) REQUIRE(h.until_connect("F", 10s));
+    h.bring_up("F");
+    CHECK(h.engine->active_group() == "slow");
+    h.advance(5000ms);
+    CHECK(h.engine->active_group() == "fast");
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Flush
 

@@ -666,7 +666,7 @@ TEST_CASE("engine control: apply with dry run changes nothing and says what it w
   next.paths[0].weight = 3;
   std::string summary;
   CHECK(h.engine->apply(next, true, &summary) == "");
-  CHECK(summary == "add C; remove B; change A");
+  CHECK(summary == "add C; remove B; change A; set paths.A.weight: 1 -> 3");
   CHECK(h.paths.count("C") == 0);
   CHECK(names(h) == std::vector<std::string>{"A", "B"});
   CHECK(state_of(h, "A") == "active");
@@ -679,7 +679,7 @@ TEST_CASE("engine control: apply with dry run changes nothing and says what it w
 
   // The same without dry run does it.
   CHECK(h.engine->apply(next, false, &summary) == "");
-  CHECK(summary == "add C; remove B; change A");
+  CHECK(summary == "add C; remove B; change A; set paths.A.weight: 1 -> 3");
   CHECK(h.paths.count("C") == 1);
   CHECK(names(h) == std::vector<std::string>{"A", "C"});
   CHECK(has_event(h, "engine", "reload", "add C; remove B; change A"));
@@ -806,7 +806,7 @@ TEST_CASE(
   next.paths[0].weight = 3;
   std::string summary;
   CHECK(h.engine->apply(next, false, &summary) == "");
-  CHECK(summary == "add none; remove none; change A");
+  CHECK(summary == "add none; remove none; change A; set paths.A.weight: 1 -> 3");
   CHECK(&h.p("A") == a);
   CHECK(a->connect_times.size() == 1);
   CHECK(a->disconnects == 0);
@@ -828,7 +828,9 @@ TEST_CASE(
   next2.groups.push_back(config::Group{"spare", -10});
   next2.paths[1].group = "spare";
   CHECK(h.engine->apply(next2, false, &summary) == "");
-  CHECK(summary == "add none; remove none; change B");
+  CHECK(summary ==
+        "add none; remove none; change B; set paths.B.group: default -> spare, "
+        "groups.spare.priority: -10 (new)");
   CHECK(info(h, "B")->group == "spare");
   CHECK(group(h, "default")->paths == std::vector<std::string>{"A"});
   CHECK(group(h, "spare")->paths == std::vector<std::string>{"B"});
@@ -973,7 +975,9 @@ TEST_CASE("engine control: apply changes the selector, timeouts and no-path poli
   next.timeouts.attempt = 300ms;
   std::string summary;
   CHECK(h.engine->apply(next, false, &summary) == "");
-  CHECK(summary == "add none; remove none; change none");
+  CHECK(summary ==
+        "add none; remove none; change none; set selector: service-time -> round-robin, "
+        "timeouts.attempt: 1s -> 300ms");
   auto s = spread(h, 4);
   CHECK(s["A"] == 2);
   CHECK(s["B"] == 2);
@@ -1025,7 +1029,9 @@ TEST_CASE("engine control: apply removes a path together with its group") {
     next.paths.back().group = "extra";
     next.groups = {config::Group{"fast", 10}, config::Group{"extra", 20}};
     CHECK(h.engine->apply(next, false, &summary) == "");
-    CHECK(summary == "add X; remove S; change none");
+    CHECK(summary ==
+          "add X; remove S; change none; set groups.extra.priority: 20 (new), "
+          "groups.slow.priority: 0 (gone)");
     CHECK(state_of(h, "S") == "draining");
     CHECK(info(h, "S")->group == "slow");
     check_group_members(h);  // S is not a member of fast, nor of extra
@@ -1047,7 +1053,7 @@ TEST_CASE("engine control: apply removes a path together with its group") {
     next.paths.pop_back();  // S
     next.groups = {config::Group{"fast", 10}};
     CHECK(h.engine->apply(next, false, &summary) == "");
-    CHECK(summary == "add none; remove S; change none");
+    CHECK(summary == "add none; remove S; change none; set groups.slow.priority: 0 (gone)");
     CHECK(names(h) == std::vector<std::string>{"F"});
     auto gs = h.engine->show_groups();
     REQUIRE(gs.size() == 1);
@@ -1213,7 +1219,9 @@ TEST_CASE("engine control: reload re-reads the file") {
   std::string summary;
 
   CHECK(reload_now(*h.engine, false, &summary) == "");
-  CHECK(summary == "add none; remove none; change none");
+  CHECK(summary ==
+        "add none; remove none; change none; set failover.reconnect-max: 800ms -> 5s, "
+        "no-path.max-time: 5s -> 30s");
 
   f.write(R"(paths:
   - name: A
@@ -1226,12 +1234,16 @@ timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
 )");
   CHECK(reload_now(*h.engine, true, &summary) == "");
-  CHECK(summary == "add C; remove B; change A");
+  CHECK(summary ==
+        "add C; remove B; change A; set paths.A.weight: 1 -> 2, selector: service-time -> "
+        "round-robin");
   CHECK(h.paths.count("C") == 0);
   CHECK(names(h) == std::vector<std::string>{"A", "B"});
 
   CHECK(reload_now(*h.engine, false, &summary) == "");
-  CHECK(summary == "add C; remove B; change A");
+  CHECK(summary ==
+        "add C; remove B; change A; set paths.A.weight: 1 -> 2, selector: service-time -> "
+        "round-robin");
   CHECK(names(h) == std::vector<std::string>{"A", "C"});
   h.bring_up("C");
   auto s = spread(h, 6);
@@ -1302,7 +1314,45 @@ checker: { interval: 60m }
   CHECK(s["B"] == 2);
   reads[0].second(config::load_file(f.name));
   CHECK(err == "");
-  CHECK(summary == "add none; remove B; change none");
+  CHECK(summary ==
+        "add none; remove B; change none; set failover.reconnect-max: 800ms -> 5s, "
+        "no-path.max-time: 5s -> 30s");
+}
+
+TEST_CASE("engine control: one outage is one failure, one error line and one folded event") {
+  auto cfg = make_config();
+  cfg.control.events = 8;
+  Harness h(cfg);
+  h.bring_up_all();
+  h.down("A", "connection reset by peer");
+  for (int k = 0; k < 20; k++) {  // reconnects that fail again
+    REQUIRE(h.until_connect("A"));
+    h.down("A", "connection refused");
+  }
+  INFO(dump_events(h));
+  INFO(h.rt.dump_logs());
+  const PathStats& st = *h.engine->path_stats("A");
+  CHECK(st.failures == 1);
+  CHECK(st.reconnects == 20);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A"}) == 1);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A: active -> failed: connection reset by peer"}) ==
+        1);
+  CHECK(h.rt.count_logs(LogLevel::Notice, {"path A: probing -> active"}) == 1);  // at start
+  // The failure is still in the ring; the attempts are one entry.
+  CHECK(has_event(h, "path A", "active -> failed", "connection reset by peer"));
+  std::size_t folded = 0;
+  for (const auto& e : h.engine->show_events())
+    folded += e.subject == "path A" && e.what.starts_with("reconnecting");
+  CHECK(folded == 1);
+  // Back in service: the next failure is a new outage.
+  REQUIRE(h.until_connect("A"));
+  h.connected("A");
+  h.p("A").serve(*h.probe_of("A"));
+  CHECK(h.engine->usable("A"));
+  CHECK(h.rt.count_logs(LogLevel::Notice, {"path A:", "-> active: reinstated"}) == 1);
+  h.down("A", "connection reset by peer");
+  CHECK(h.engine->path_stats("A")->failures == 2);
+  CHECK(h.rt.count_logs(LogLevel::Error, {"path A"}) == 2);
 }
 
 }  // namespace

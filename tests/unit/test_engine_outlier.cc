@@ -37,7 +37,7 @@ TEST_CASE("engine outlier: a slow path becomes marginal and gets no more client 
   for (const auto& e : h.engine->show_events())
     evented |= e.subject == "path B" && e.what == "active -> marginal";
   CHECK(evented);
-  CHECK(h.rt.count_logs(LogLevel::Error, {"path B: active -> marginal: latency outlier"}) == 1);
+  CHECK(h.rt.count_logs(LogLevel::Warning, {"path B: active -> marginal: latency outlier"}) == 1);
   // Reads and writes alike go to A now (serve_slowly checks each succeeds).
   CHECK(serve_slowly(h, "B", 20ms, 50, Op::Read, 300) == 0);
   CHECK(serve_slowly(h, "B", 20ms, 50, Op::Write, 400) == 0);

@@ -47,6 +47,8 @@ class FakeApi : public mp::ControlApi {
   std::vector<mp::GroupInfo> show_groups() override { return groups; }
   mp::EngineInfo show_stats() override { return engine; }
   std::vector<mp::Event> show_events() override { return {}; }
+  mp::DiskInfo show_disk() override { return {}; }
+  std::vector<std::pair<std::string, std::string>> show_config() override { return {}; }
   std::string fail_path(const std::string&) override { return ""; }
   std::string reinstate_path(const std::string&) override { return ""; }
   std::string drain_path(const std::string&) override { return ""; }

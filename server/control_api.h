@@ -39,9 +39,9 @@ struct PathInfo {
   std::uint64_t failovers = 0;         // attempts abandoned here and retried elsewhere
   std::uint64_t failures = 0, reinstatements = 0;  // failures: outages, once each
   std::uint64_t reconnects = 0;                    // reconnect attempts
-  std::uint64_t marginal = 0;                     // times made marginal (latency outlier)
-  double latency_p50_us = 0, latency_p99_us = 0;  // per attempt on this path
-  std::uint64_t abandoned_pending = 0;            // abandoned writes not yet resolved
+  std::uint64_t marginal = 0;                      // times made marginal (latency outlier)
+  double latency_p50_us = 0, latency_p99_us = 0;   // per attempt on this path
+  std::uint64_t abandoned_pending = 0;             // abandoned writes not yet resolved
   // Without a shared cache: what this path acknowledged that no flush on it
   // covers yet (requests over it go to this path), and what that cost.
   std::uint64_t dirty_ranges = 0, dirty_bytes = 0;

@@ -28,7 +28,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PathInfo, name, uri, group, stat
                                                 eio_errors, timeouts, failovers, failures,
                                                 reinstatements, marginal, latency_p50_us,
                                                 latency_p99_us, abandoned_pending, dirty_ranges,
-                                                dirty_bytes, affinity_requests, cleaning_flushes, reconnects)
+                                                dirty_bytes, affinity_requests, cleaning_flushes,
+                                                reconnects)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GroupInfo, name, priority, serving, paths)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_requests, retries,
                                                 group_switches, queued_no_path, queued_no_path_ms,

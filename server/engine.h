@@ -77,7 +77,7 @@ struct EngineStats {
 
 struct PathStats {
   std::uint64_t requests = 0, bytes = 0, errors = 0, timeouts = 0, failovers = 0;
-  std::uint64_t transport_errors = 0, eio_errors = 0;  // errors, by kind
+  std::uint64_t transport_errors = 0, eio_errors = 0;          // errors, by kind
   std::uint64_t failures = 0, reinstatements = 0, probes = 0;  // failures: outages
   // Dirty-range affinity (engine_affinity.cc): requests sent here because they
   // overlapped a range dirty on this path, and flushes the engine sent here to

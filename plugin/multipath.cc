@@ -1,7 +1,6 @@
 // nbdkit-multipath-plugin: the nbdkit C ABI. Thin noexcept callbacks that
 // parse keys, hand requests to the engine and turn its result into an errno.
 #define NBDKIT_API_VERSION 2
-#include <dlfcn.h>
 #include <nbdkit-plugin.h>
 
 #include <cerrno>
@@ -12,7 +11,9 @@
 #include <thread>
 
 #include "config/config.h"
+#include "plugin/help.h"
 #include "plugin/log.h"
+#include "plugin/nbdkit_check.h"
 #include "plugin/notify.h"
 #include "plugin/signals.h"
 #include "server/disk.h"
@@ -23,14 +24,13 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 // Debug flags: -D multipath.verbose=1 logs every path event and abandoned
-// write; -D multipath.unsafe_retry=1 turns stale-write tracking off (a plain
-// retry-elsewhere design), only to show in tests what goes wrong without it.
+// write. Only for tests, to show what goes wrong without the mechanism:
+// -D multipath.unsafe_retry=1 turns stale-write tracking off (a plain
+// retry-elsewhere design), -D multipath.unsafe_no_affinity=1 dirty-range
+// affinity (requests over a range dirty in one path's cache go anywhere).
 extern "C" {
 NBDKIT_DLL_PUBLIC int multipath_debug_verbose = 0;
 NBDKIT_DLL_PUBLIC int multipath_debug_unsafe_retry = 0;
-// -D multipath.unsafe_no_affinity=1 turns dirty-range affinity off (requests
-// over a range dirty on one path's own cache go wherever the selector says):
-// only for tests, to show what it guards against.
 NBDKIT_DLL_PUBLIC int multipath_debug_unsafe_no_affinity = 0;
 }
 
@@ -52,23 +52,10 @@ void log_line(mp::LogLevel level, const std::string& line) {
   mp::plugin::log_line(level, line, multipath_debug_verbose);
 }
 
-// nbdkit 1.32.4 to 1.33.9 abort when a client hangs up with requests in
-// flight (connections.c raw_send_socket: Assertion 'sock >= 0'), taking every
-// client's disk down; fixed in 1.33.10. nbdkit_disconnect is new in 1.34, the
-// first stable release with the fix, so its absence marks an nbdkit that
-// cannot be trusted with abrupt clients.
-void check_nbdkit() noexcept {
-  if (dlsym(RTLD_DEFAULT, "nbdkit_disconnect")) return;
-  nbdkit_error(
-      "this nbdkit is older than 1.34 and aborts when a client disconnects with requests in "
-      "flight, taking the disk down for every client: install nbdkit 1.34 or later (on Debian "
-      "bookworm, the fixed build from scripts/build-nbdkit.sh)");
-}
-
 void mp_load() noexcept {
   mp::raise_fd_limit(nbdkit_debug);  // soft RLIMIT_NOFILE up to the hard limit
   g = new (std::nothrow) State;
-  check_nbdkit();
+  mp::plugin::check_nbdkit();
 }
 
 void mp_unload() noexcept {
@@ -146,8 +133,8 @@ int mp_after_fork() noexcept try {
     nbdkit_error("%s", err.c_str());
     return -1;
   }
-  // nbdkit listens already (it binds before .after_fork): under systemd
-  // Type=notify the disk is ready now; requests wait for a path from here.
+  // nbdkit binds before .after_fork: under systemd Type=notify the disk is
+  // ready now; requests wait for a path from here.
   if (!mp::plugin::sd_notify_state("READY=1\nSTATUS=serving; paths connecting"))
     nbdkit_error("cannot tell systemd the disk is ready: sending to $NOTIFY_SOCKET failed");
   return 0;
@@ -179,7 +166,6 @@ void mp_dump_plugin() noexcept try {
 void* mp_open(int /*readonly*/) noexcept {
   return g;
 }
-
 int64_t mp_get_size(void*) noexcept {
   return static_cast<int64_t>(g->disk.size);
 }
@@ -227,7 +213,7 @@ int mp_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maxim
   return 0;
 }
 
-// One client request, to the engine; its errno to nbdkit.
+// One client request to the engine, its errno to nbdkit.
 int run(Op op, void* buf, uint32_t count, uint64_t offset, uint32_t flags) noexcept try {
   uint32_t f = 0;
   if (flags & NBDKIT_FLAG_FUA) f |= mp::kFua;
@@ -262,26 +248,6 @@ int mp_cache(void*, uint32_t count, uint64_t offset, uint32_t flags) noexcept {
   return run(Op::Cache, nullptr, count, offset, flags);
 }
 
-const char kHelp[] =
-    "config=FILE.yaml            The disk's configuration (man nbdkit-multipath-plugin;\n"
-    "                            its schema: " MP_DOCDIR
-    "/CONFIGURATION.md).\n"
-    "Or the quick form, without a file:\n"
-    "[path=]URI                  A path (repeat for each): nbd://HOST[:PORT][/EXPORT],\n"
-    "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...,\n"
-    "                            iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN\n"
-    "selector=round-robin|queue-length|service-time|latency   Path selector (default "
-    "service-time).\n"
-    "timeout=DURATION            Per-attempt timer, e.g. 500ms, 2s (default 2s).\n"
-    "request-timeout=DURATION    Overall deadline of a request (default 30s).\n"
-    "connect-timeout=DURATION    Connect + handshake + probe of a path (default 5s).\n"
-    "no-path=queue|fail          With no usable path: queue (default) or fail with EIO.\n"
-    "retries=N                   Further attempts after the first (default 8).\n"
-    "shared-cache=true|false     Paths share one cache (one file on one host): a flush on\n"
-    "                            any live path covers a dead path's writes (default false).\n"
-    "outlier=true|false          Latency outlier detection: a much slower path becomes\n"
-    "                            marginal (default true).";
-
 }  // namespace
 
 // Designated initializers, in the header's field order; the ABI fields are
@@ -297,7 +263,7 @@ static struct nbdkit_plugin plugin = {
     .unload = mp_unload,
     .config = mp_config,
     .config_complete = mp_config_complete,
-    .config_help = kHelp,
+    .config_help = mp::plugin::kHelp,
     .open = mp_open,
     .get_size = mp_get_size,
     .can_write = mp_can_write,

@@ -83,10 +83,13 @@ done
 assert_not_contains "$MP_TMP/status-a" 'stopped|dead|flap|kill|blackhole'
 
 # Both paths of B down at once, no-path=fail: client errors, reported as a
-# time without a healthy path (exit status 3), never as a disk failure.
+# time without a healthy path (exit status 3), never as a disk failure. p2's
+# attempts time out 1 s after its blackhole, at 2.5 s; both stay down until
+# 3.5 s, so the disk is surely without a path for a while (a heal at 2.5 s
+# raced the timeout: a p1 back in time took the retries, with no error).
 st=0
-"$RIG" --name "$B" chaos --duration 5 --json "$MP_TMP/b.json" \
-  -e '1 fail p1 kill' -e '1.5 fail p2 blackhole' -e '2.5 heal all' \
+"$RIG" --name "$B" chaos --duration 6 --json "$MP_TMP/b.json" \
+  -e '1 fail p1 kill' -e '1.5 fail p2 blackhole' -e '3.5 heal all' \
   >"$MP_TMP/chaos-b.out" 2>&1 || st=$?
 cat "$MP_TMP/chaos-b.out" >&2
 assert_eq 3 "$st" "exit status of chaos without a healthy path"

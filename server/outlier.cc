@@ -16,7 +16,7 @@ std::string ms_text(double us) {
 }  // namespace
 
 void OutlierDetector::record(PathId id, Clock::time_point now, std::chrono::nanoseconds latency) {
-  PathData& d = paths_[id];
+  PathData& d = data(id);
   // At least 1 µs, so a median is never 0 (0 means "too few samples").
   const double us = std::chrono::duration<double, std::micro>(latency).count();
   d.samples.push_back(Sample{now, std::max(us, 1.0)});
@@ -43,9 +43,8 @@ double OutlierDetector::peers(PathId self, Clock::time_point now,
   std::vector<double> meds;
   for (const Member& m : group) {
     if (m.id == self || !m.active) continue;
-    auto it = paths_.find(m.id);
-    if (it == paths_.end()) continue;
-    const double med = median(it->second, now);
+    if (m.id >= paths_.size()) continue;
+    const double med = median(paths_[m.id], now);
     if (med > 0) meds.push_back(med);
   }
   if (meds.empty()) return 0;
@@ -71,7 +70,7 @@ std::vector<OutlierDetector::Decision> OutlierDetector::evaluate(Clock::time_poi
   const unsigned members = active + marginal;
 
   for (const Member& m : group) {
-    PathData& d = paths_[m.id];
+    PathData& d = data(m.id);
     if (m.marginal) {
       if (now - d.marginal_since < ejection_time(d)) continue;
       const double mine = median(d, now, d.marginal_since);
@@ -116,7 +115,7 @@ std::vector<OutlierDetector::Decision> OutlierDetector::evaluate(Clock::time_poi
 }
 
 void OutlierDetector::made_marginal(PathId id, Clock::time_point now) {
-  PathData& d = paths_[id];
+  PathData& d = data(id);
   d.ejections++;
   d.count++;
   d.marginal_since = now;
@@ -124,7 +123,7 @@ void OutlierDetector::made_marginal(PathId id, Clock::time_point now) {
 }
 
 void OutlierDetector::readmitted(PathId id, Clock::time_point now, bool by_operator) {
-  PathData& d = paths_[id];
+  PathData& d = data(id);
   d.active_since = now;
   if (by_operator) d.count = 0;
   d.samples.clear();  // judged afresh under load
@@ -133,7 +132,7 @@ void OutlierDetector::readmitted(PathId id, Clock::time_point now, bool by_opera
 bool OutlierDetector::wants_probe(PathId id, Clock::time_point now,
                                   const std::vector<Member>& group) {
   if (!cfg_.enabled) return false;
-  PathData& d = paths_[id];
+  PathData& d = data(id);
   prune(d, now);
   if (d.samples.size() >= cfg_.min_samples) return false;
   return peers(id, now, group) > 0;
@@ -141,9 +140,8 @@ bool OutlierDetector::wants_probe(PathId id, Clock::time_point now,
 
 OutlierDetector::Stats OutlierDetector::stats(PathId id, Clock::time_point now) {
   Stats st;
-  auto it = paths_.find(id);
-  if (it == paths_.end()) return st;
-  PathData& d = it->second;
+  if (id >= paths_.size()) return st;
+  PathData& d = paths_[id];
   st.ejections = d.ejections;
   st.count = d.count;
   prune(d, now);

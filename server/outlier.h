@@ -32,7 +32,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -79,7 +78,9 @@ class OutlierDetector {
   // readmitted with operator = true, which also restarts its count).
   void made_marginal(PathId id, Clock::time_point now);
   void readmitted(PathId id, Clock::time_point now, bool by_operator);
-  void forget(PathId id) { paths_.erase(id); }
+  void forget(PathId id) {
+    if (id < paths_.size()) paths_[id] = PathData{};
+  }
 
   // True when an active path has too few samples in the window to be judged
   // while a peer has enough: the engine measures it with probe reads.
@@ -106,7 +107,11 @@ class OutlierDetector {
   Clock::duration ejection_time(const PathData& d) const;
 
   config::Outlier cfg_;
-  std::map<PathId, PathData> paths_;
+  std::vector<PathData> paths_;  // by PathId (dense: the engine's slot index)
+  PathData& data(PathId id) {
+    if (id >= paths_.size()) paths_.resize(id + 1);
+    return paths_[id];
+  }
   std::vector<double> scratch_;
 };
 

@@ -3,8 +3,6 @@
 #include "server/control.h"
 
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>

@@ -1,11 +1,8 @@
 // Renders the engine's counters as Prometheus text and serves them over minimal HTTP.
 #include "server/metrics.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>

@@ -28,14 +28,6 @@ using json = nlohmann::json;
 using asio::local::stream_protocol;
 using SteadyClock = std::chrono::steady_clock;
 
-namespace {
-
-std::string errno_sentence(int err) {
-  return errno_text(err);
-}
-
-}  // namespace
-
 // ------------------------------------------------------------- server ----
 
 // The listener and the set of sessions. Runs on the loop thread; pending
@@ -397,8 +389,7 @@ std::string ControlServer::start() {
   m.acceptor.assign(stream_protocol(), m.file.take_fd(), ec);
   if (ec) {
     m.file.remove();
-    return "control socket " + m.cfg.socket +
-           ": cannot use the socket: " + errno_sentence(ec.value());
+    return "control socket " + m.cfg.socket + ": cannot use the socket: " + error_text(ec);
   }
   m.running = true;
   m.reserve.hold("control socket " + m.cfg.socket);

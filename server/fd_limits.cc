@@ -98,10 +98,7 @@ void FdReserve::note_exhausted(const std::error_code& ec) {
 void FdReserve::note_accept_error(const std::error_code& ec) {
   if (accept_error_logged_) return;
   accept_error_logged_ = true;
-  const bool sys = ec.category() == std::system_category() ||
-                   ec.category() == asio::error::get_system_category();
-  log_(true, what_ + ": accept failed: " +
-                 (sys ? std::string(errno_text(ec.value())) : ec.message()) + " (retrying)");
+  log_(true, what_ + ": accept failed: " + error_text(ec) + " (retrying)");
 }
 
 void FdReserve::accepted() {

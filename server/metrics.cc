@@ -333,12 +333,6 @@ struct EndOfHead {
   }
 };
 
-std::string error_text(const std::error_code& ec) {
-  if (ec.category() == std::system_category() || ec.category() == asio::system_category())
-    return errno_text(ec.value());
-  return ec.message();
-}
-
 std::string http_response(std::string_view status, std::string_view type, const std::string& body,
                           bool head_only, std::string_view extra = {}) {
   std::string r = fmt::format(

@@ -108,29 +108,29 @@ prefill() {
 prefill u1
 [[ -n $need_u2 && $BACKEND == memory ]] && prefill u2
 
-declare -A uri=()
+declare -A uri=() front=()
 for t in "${targets[@]}"; do
   case $t in
-    direct) uri[$t]=$(upstream_uri u1) ;;
+    direct) uri[$t]=$(upstream_uri u1) front[$t]=$(server_pid u1) ;;
     nbdplugin)
       # nbdkit's nbd plugin: one upstream connection per client connection.
       start_upstream nbdplugin nbd socket="$(server_sock u1)"
-      uri[$t]=$(upstream_uri nbdplugin)
+      uri[$t]=$(upstream_uri nbdplugin) front[$t]=$(server_pid nbdplugin)
       ;;
     mp1)
       start_multipath mp1 "path=$(upstream_uri u1)" "${mp_args[@]}"
-      uri[$t]=$(mp_uri mp1)
+      uri[$t]=$(mp_uri mp1) front[$t]=$(server_pid mp1)
       ;;
     mp2)
       start_multipath mp2 "path=$(upstream_uri u1)" "path=$(upstream_uri u2)" "${mp_args[@]}"
-      uri[$t]=$(mp_uri mp2)
+      uri[$t]=$(mp_uri mp2) front[$t]=$(server_pid mp2)
       ;;
   esac
 done
 
 # ---------------------------------------------------------------- runs ----
 raw=$MP_TMP/raw.csv
-echo "round,target,workload,iops,mibs" >"$raw"
+echo "round,target,workload,iops,mibs,cpu_us" >"$raw"
 
 {
   echo "# nbd-multipath bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -147,7 +147,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for w in "${workloads[@]}"; do
     workload_args "$w"
     for t in "${order[@]}"; do
-      bench_fio "$r" "$t" "$w" "${uri[$t]}" "${wl_args[@]}"
+      BENCH_FRONT_PID=${front[$t]} bench_fio "$r" "$t" "$w" "${uri[$t]}" "${wl_args[@]}"
       bench_record "$r" "$t" "$w"
     done
   done

@@ -59,10 +59,20 @@ bench_round_order() {
 }
 
 # bench_fio R T W URI [fio args]: one measured fio job, its JSON kept as
-# r<R>-<T>-<W>.json; sets iops and mibs. Fails on any I/O error.
+# r<R>-<T>-<W>.json; sets iops and mibs. Fails on any I/O error. With
+# BENCH_FRONT_PID set (the process fio talks to), also sets cpu_us: that
+# process's CPU time (user + system, all threads) over the measured seconds,
+# per request fio completed in them.
 bench_fio() {
-  local r=$1 t=$2 w=$3 uri=$4 errs
+  local r=$1 t=$2 w=$3 uri=$4 errs sampler= ticks0 ticks1 ios
   shift 4
+  unset cpu_us
+  if [[ -n ${BENCH_FRONT_PID:-} ]]; then
+    # The ramp ends RAMP seconds after fio starts; the sampler notes the CPU
+    # time then (fio's start-up takes milliseconds: a small overcount).
+    (sleep "$RAMP" && _bench_cpu_ticks "$BENCH_FRONT_PID" >"$MP_TMP/cpu0") &
+    sampler=$!
+  fi
   MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "$uri" "$@" \
     --runtime="$RUNTIME" --time_based --ramp_time="$RAMP" --norandommap --randrepeat=0 ||
     fail "fio failed: round $r, $t, $w"
@@ -70,10 +80,28 @@ bench_fio() {
   ((errs == 0)) || fail "$errs I/O errors: round $r, $t, $w"
   iops=$(fio_iops "$MP_FIO_JSON")
   mibs=$(fio_bw_mib "$MP_FIO_JSON")
+  if [[ -n $sampler ]]; then
+    ticks1=$(_bench_cpu_ticks "$BENCH_FRONT_PID")
+    wait "$sampler" || fail "the CPU sampler failed: round $r, $t, $w"
+    ticks0=$(<"$MP_TMP/cpu0")
+    ios=$(($(fio_stat "$MP_FIO_JSON" read.total_ios) + $(fio_stat "$MP_FIO_JSON" write.total_ios)))
+    ((ios > 0)) && cpu_us=$(((ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / ios))
+  fi
 }
 
-# bench_record R T W: appends the run (iops, mibs) to raw.csv and shows it.
+# _bench_cpu_ticks PID: utime + stime of the process, all its threads, in
+# clock ticks (/proc/PID/stat fields 14 and 15, after the command's ")").
+_bench_cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  read -r -a f <<<"${stat##*) }"
+  echo $((f[11] + f[12]))
+}
+
+# bench_record R T W: appends the run (iops, mibs, cpu_us) to raw.csv and
+# shows it.
 bench_record() {
-  echo "$1,$2,$3,$iops,$mibs" >>"$raw"
-  printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" >&2
+  echo "$1,$2,$3,$iops,$mibs${cpu_us+,$cpu_us}" >>"$raw"
+  printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s%s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" \
+    "${cpu_us:+ $cpu_us µs CPU/request}" >&2
 }

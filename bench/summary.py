@@ -1,8 +1,10 @@
 """Median tables for the bench scripts.
 
-raw.csv has one row per fio (or iscsi-perf) run: round,target,workload,iops,mibs.
-tables() turns it into Markdown lines, headed by the run's header file, plus
-the medians, from which each script adds its own ratio rows.
+raw.csv has one row per fio (or iscsi-perf) run: round,target,workload,iops,mibs
+and, where the script measures it, cpu_us: the front server's CPU time per
+request in µs. tables() turns it into Markdown lines, headed by the run's
+header file, plus the medians, from which each script adds its own ratio rows
+(CPU medians under the key (target, workload, "cpu")).
 """
 import csv
 import statistics
@@ -43,6 +45,15 @@ def tables(raw_csv, header_txt):
             spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
             cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
         out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
+        if rows and "cpu_us" in rows[0]:
+            cells = []
+            for t in targets:
+                v = [float(r["cpu_us"]) for r in rows
+                     if r["target"] == t and r["workload"] == w and r["cpu_us"]]
+                m = statistics.median(v) if v else None
+                med[t, w, "cpu"] = m
+                cells.append(f"{m:.1f}" if m is not None else "n/a")
+            out.append(f"| {name} | CPU µs/request | " + " | ".join(cells) + " |")
     return out, med, workloads
 
 

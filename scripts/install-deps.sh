@@ -17,6 +17,7 @@ all=
   libiscsi-dev libiscsi-bin tgt
   iproute2 nftables socat e2fsprogs
   qemu-system-x86 busybox-static nbd-client dmsetup cpio xz-utils zstd
+  debhelper dpkg-dev lintian
 )
 missing=()
 for p in "${pkgs[@]}"; do

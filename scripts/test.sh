@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian bookworm machine: installs what is
 # missing, then builds and tests three variants: default, address (asan +
-# ubsan) and thread (tsan). MP_VARIANTS="default" runs one only. The C++
+# ubsan) and thread (tsan); the default one also builds and tests the Debian
+# package. MP_VARIANTS="default" runs one only. The C++
 # must be clang-formatted, and the default build treats warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,9 @@ for v in ${MP_VARIANTS:-default address thread}; do
   # Integration tests run one at a time: they assert on failover timing.
   (cd "$dir" && ctest --output-on-failure -L unit -j"$(nproc)" &&
     ctest --output-on-failure -L integration)
+  # The Debian package is built once, from the default variant's run.
+  if [[ $v == default ]]; then
+    (cd "$dir" && ctest --output-on-failure -L package)
+  fi
 done
 echo "=== all tests passed: ${MP_VARIANTS:-default address thread}"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Slow, opt-in test of container/: builds the images with podman, brings up
+# Test of container/ (in scripts/test.sh's default variant, after the
+# package test; ctest -L container): builds the images with podman, brings up
 # compose.yaml (two upstreams, multipath, integrity client, fault injector),
 # black-holes upstream-a and then fails upstream-b with EIO from the injector
 # while the client runs, and checks that the client saw no error and every
 # block verified. Everything it creates is removed at exit, pass or fail.
 #
 #   container/podman-setup.sh          # once per machine (root)
-#   container/test-podman.sh           # about 4 min with a cold layer cache
+#   container/test-podman.sh           # about 6 min with a cold layer cache (it
+#                                      # builds the Debian package in the image)
 #
 # Env: MP_CONTEXT   build context (default: the repository root)
 #      MP_KEEP_IMAGES=1   keep this run's image tags (the layer cache is kept
@@ -28,12 +30,20 @@ export MP_SOURCE
 source "$MP_SOURCE/tests/integration/functions.sh"
 mp_init
 
-((EUID == 0)) || mp_skip "needs root: podman runs rootful on these machines"
-mp_require podman podman-compose ip
+# A missing prerequisite skips the test, or fails it under
+# MP_CONTAINERS_REQUIRED=1 (scripts/test.sh sets it after the setup).
+cannot() {
+  [[ -n ${MP_CONTAINERS_REQUIRED:-} ]] && fail "$1"
+  mp_skip "$1"
+}
+((EUID == 0)) || cannot "needs root: podman runs rootful on these machines"
+for tool in podman podman-compose ip; do
+  command -v "$tool" >/dev/null || cannot "$tool is not installed: run container/podman-setup.sh first"
+done
 podman image exists docker.io/library/debian:bookworm ||
-  mp_skip "no debian:bookworm image: run container/podman-setup.sh first"
+  cannot "no debian:bookworm image: run container/podman-setup.sh first"
 [[ $(podman info --format '{{.Host.NetworkBackend}}') == netavark ]] ||
-  mp_skip "podman's network backend is not netavark: run container/podman-setup.sh first"
+  cannot "podman's network backend is not netavark: run container/podman-setup.sh first"
 
 context=${MP_CONTEXT:-$MP_SOURCE}
 run=nbdmptest$$

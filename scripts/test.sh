@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian bookworm machine: installs what is
 # missing, then builds and tests three variants: default, address (asan +
 # ubsan) and thread (tsan); the default one also builds and tests the Debian
-# package. MP_VARIANTS="default" runs one only. The C++
+# package and the containers (podman; MP_CONTAINERS=0 skips them). MP_VARIANTS="default" runs one only. The C++
 # must be clang-formatted, and the default build treats warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +22,14 @@ for v in ${MP_VARIANTS:-default address thread}; do
   # Integration tests run one at a time: they assert on failover timing.
   (cd "$dir" && ctest --output-on-failure -L unit -j"$(nproc)" &&
     ctest --output-on-failure -L integration)
-  # The Debian package is built once, from the default variant's run.
+  # The Debian package, and the containers built from it, once: in the
+  # default variant's run. MP_CONTAINERS=0 leaves the containers out.
   if [[ $v == default ]]; then
     (cd "$dir" && ctest --output-on-failure -L package)
+    if [[ ${MP_CONTAINERS:-1} != 0 ]]; then
+      ./container/podman-setup.sh
+      (cd "$dir" && MP_CONTAINERS_REQUIRED=1 ctest --output-on-failure -L container)
+    fi
   fi
 done
 echo "=== all tests passed: ${MP_VARIANTS:-default address thread}"

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "config/config.h"
@@ -1152,18 +1154,42 @@ TEST_CASE("every file in config/examples loads") {
   namespace fs = std::filesystem;
   fs::path dir = fs::path(__FILE__).parent_path() / ".." / ".." / "config" / "examples";
   REQUIRE(fs::is_directory(dir));
+  // The examples name the CHAP secret file where an installed disk keeps it;
+  // here a temporary one stands in for it.
+  char secret_name[] = "/tmp/mp-chap-secret-XXXXXX";
+  int fd = mkstemp(secret_name);
+  REQUIRE(fd >= 0);
+  const std::string secret = secret_name;
+  const std::string secret_text = "example-secret\n";
+  REQUIRE(write(fd, secret_text.data(), secret_text.size()) ==
+          static_cast<ssize_t>(secret_text.size()));
+  close(fd);
+  auto load_example = [&](const fs::path& file) {
+    std::ifstream in(file);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string yaml = text.str();
+    const std::string installed = "/etc/nbd-multipath/chap.secret";
+    for (auto at = yaml.find(installed); at != std::string::npos; at = yaml.find(installed))
+      yaml.replace(at, installed.size(), secret);
+    return load_string(yaml, file.string());
+  };
   int count = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().extension() != ".yaml") continue;
     ++count;
-    LoadResult r = load_file(entry.path().string());
+    LoadResult r = load_example(entry.path());
     INFO(entry.path().string() << ": " << r.error);
     CHECK(r);
   }
-  CHECK(count >= 3);
+  CHECK(count >= 4);
 
-  LoadResult full = load_file((dir / "full.yaml").string());
+  LoadResult full = load_example(dir / "full.yaml");
   REQUIRE(full);
+  CHECK(full.config->identity == "naa.60000000000000000e00000000010001");
+  CHECK(full.config->paths.back().chap_secret == "example-secret");
+  CHECK(full.config->outlier.max_share == 50);
+  std::remove(secret_name);
   CHECK(full.config->groups.size() >= 2);
   CHECK(full.config->control.socket == "/run/nbd-multipath/ctl.sock");
   CHECK(full.config->control.mode == 0660);

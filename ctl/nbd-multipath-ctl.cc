@@ -294,6 +294,25 @@ void print_result(const std::string& cmd, const json& result) {
   std::puts(result.dump(2).c_str());
 }
 
+// The show commands, as a list for a sentence, and with their help.
+std::string show_list() {
+  std::vector<std::string> names;
+  for (const auto& c : control::kCommands)
+    if (std::string_view(c.name).starts_with("show ")) names.emplace_back(c.name);
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return s;
+}
+
+std::string show_help() {
+  std::string s = fmt::format("Usage: {} [OPTIONS] show WHAT [--json]\n", kProg);
+  for (const auto& c : control::kCommands)
+    if (std::string_view(c.name).starts_with("show "))
+      s += fmt::format("  {:<16}  {}\n", control::usage(c), c.help);
+  return s + "show WHAT --help (or help show WHAT) says more about one of them.";
+}
+
 std::string help_footer() {
   std::string s = "Commands:\n";
   std::size_t w = 0;
@@ -478,20 +497,26 @@ int run(int argc, char** argv) {
         "no command given: the commands are " + control::command_list() + " (see --help)");
   if (words[0].size() > 1 && words[0][0] == '-')
     die(kExitUsage, "unknown option " + words[0] + " (see --help)");
+  // help COMMAND: the same as COMMAND --help.
+  if (words[0] == "help" && words.size() > 1) {
+    words.erase(words.begin());
+    words.push_back("--help");
+  }
+  auto is_help = [](const std::string& a) { return a == "--help" || a == "-h"; };
   std::string command = words[0];
   std::size_t first_arg = 1;
   if (command == "show") {
-    if (words.size() < 2)
-      die(kExitUsage,
-          "show what? show paths, show groups, show topology, show stats or "
-          "show events");
+    if (words.size() < 2 || is_help(words[1])) {
+      if (words.size() < 2) die(kExitUsage, "show what? " + show_list() + " (see --help)");
+      std::puts(show_help().c_str());
+      return 0;
+    }
     command += " " + words[1];
     first_arg = 2;
   }
   std::vector<std::string> args(words.begin() + static_cast<long>(first_arg), words.end());
   // COMMAND --help: that command's usage and help.
-  if (std::find_if(args.begin(), args.end(),
-                   [](const std::string& a) { return a == "--help" || a == "-h"; }) != args.end()) {
+  if (std::find_if(args.begin(), args.end(), is_help) != args.end()) {
     const control::Command* c = control::find_command(command);
     if (!c) die(kExitUsage, "unknown command " + control::quote(command) + " (see --help)");
     std::puts(

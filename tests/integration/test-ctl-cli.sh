@@ -62,6 +62,18 @@ n=$("$MP_CTL" --help | grep -c '^Usage:' || true)
 assert_eq 1 "$n" "usage lines in --help"
 "$MP_CTL" reload --help | grep -q '^Usage: nbd-multipath-ctl \[OPTIONS\] reload \[--dry-run\]$' ||
   fail "reload --help"
+# help COMMAND is COMMAND --help; show --help lists every show command.
+"$MP_CTL" help fail | grep -q '^Usage: nbd-multipath-ctl \[OPTIONS\] fail PATH$' || fail "help fail"
+"$MP_CTL" show --help >"$MP_TMP/show-help.txt"
+for what in paths groups topology stats events config; do
+  assert_contains "$MP_TMP/show-help.txt" "^  show $what "
+done
+"$MP_CTL" help show events | grep -q '^Usage: nbd-multipath-ctl \[OPTIONS\] show events$' ||
+  fail "help show events"
+st=0
+"$MP_CTL" show >"$MP_TMP/show.txt" 2>&1 || st=$?
+assert_eq 2 "$st" "exit status of a bare show"
+assert_contains "$MP_TMP/show.txt" "show events or show config"
 
 # show config: the effective settings.
 ctl show config >"$MP_TMP/config.txt"

@@ -51,6 +51,11 @@ struct Attempt final : CommandSink {
   Request* req = nullptr;  // nullptr once abandoned, or for a probe
   bool probe = false;
   bool abandoned = false;
+  bool hedge = false;  // the second copy of a hedged read
+  // Lost a hedge race: its request completed from the other copy. It stays in
+  // its path's in-flight list (the path is still busy with it) with no timer;
+  // its reply is discarded. req == nullptr.
+  bool lost = false;
   AttemptEnd ended = AttemptEnd::InFlight;
   Command cmd;
   std::shared_ptr<std::byte[]> buf;  // cmd.data points into it

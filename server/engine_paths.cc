@@ -98,6 +98,7 @@ void Engine::start() {
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
   outlier_.configure(cfg_.outlier);
+  hedge_.configure(cfg_.hedge);
   arm_outlier();
 }
 

@@ -116,6 +116,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   }
   cfg_ = std::move(next);
   outlier_.configure(cfg_.outlier);
+  hedge_.configure(cfg_.hedge);
   for (auto& sl : slots_) {
     if (sl->state == PathState::Removed || sl->removing) continue;
     auto it = std::find_if(cfg_.paths.begin(), cfg_.paths.end(),

@@ -234,7 +234,7 @@ class Engine final : public ControlApi, private PathListener {
   // engine_hedge.cc: hedged reads.
   void arm_hedge(Request& r, const PathSlot& first);
   void hedge_due(Request& r);
-  PathSlot* hedge_target(const Request& r, const PathSlot& first);
+  PathSlot* hedge_target(const Request& r, const PathSlot& first, Clock::duration wait);
   void end_race(Request& r);
   void lost_reply(Attempt& a, PathResult result);
 

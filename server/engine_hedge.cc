@@ -59,7 +59,8 @@ void Engine::hedge_due(Request& r) {
     for (Attempt* a = s->inflight; a && !first; a = a->next)
       if (a->req == &r) first = s.get();
   if (!first) return;
-  PathSlot* target = hedge_target(r, *first);
+  auto wait = hedge_.delay();
+  PathSlot* target = wait ? hedge_target(r, *first, *wait) : nullptr;
   if (!target) return;
   if (!hedge_.try_take()) {
     log(LogLevel::Debug, "read at " + std::to_string(r.offset) + " on path " + first->cfg.name +
@@ -79,20 +80,28 @@ void Engine::hedge_due(Request& r) {
 }
 
 // Where a hedge of `r` may go: an active path of the serving group, not
-// `first`, below its cap, the least busy such. None while a dirty range the
-// read overlaps ties it to one path (even one that went down since: its
-// acknowledged data may be newer than the storage's).
-PathSlot* Engine::hedge_target(const Request& r, const PathSlot& first) {
+// `first`, below its cap, not stalled, the least busy such. None while a
+// dirty range the read overlaps ties it to one path (even one that went down
+// since: its acknowledged data may be newer than the storage's). Stalled: it
+// holds a copy that lost a race and is still unanswered after the hedge wait
+// (a hung or stopped server would otherwise soak up the budget).
+PathSlot* Engine::hedge_target(const Request& r, const PathSlot& first, Clock::duration wait) {
   Group* g = serving_group();
   if (!g) return nullptr;
   if (affinity_on())
     for (auto& s : slots_)
       if (!s->ranges.empty() && s->ranges.overlaps(r.offset, r.count)) return nullptr;
+  const Clock::time_point now = rt_.now();
+  auto stalled = [&](const PathSlot& s) {
+    for (Attempt* a = s.inflight; a; a = a->next)
+      if (a->lost && now - a->start >= wait) return true;
+    return false;
+  };
   PathSlot* best = nullptr;
   for (auto& sp : slots_) {
     PathSlot& s = *sp;
     if (&s == &first || s.state != PathState::Active || s.removing || &group_of(s) != g ||
-        !g->selector->can_take(s.id))
+        !g->selector->can_take(s.id) || stalled(s))
       continue;
     if (!best || s.inflight_count < best->inflight_count) best = &s;
   }

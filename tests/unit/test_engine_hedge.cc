@@ -170,6 +170,31 @@ TEST_CASE("hedge: the first copy's reply first completes the read; the hedge's i
   CHECK(h.state(race.hedge->name()) == PathState::Active);
 }
 
+TEST_CASE("hedge: no hedge goes to a path still holding the unanswered loser of a race") {
+  Harness h(hedge_config());
+  started(h);
+  auto r1 = make_req(h.rt, Op::Read, kOff, 4096);
+  Race race = hedged_read(h, *r1);
+  race.hedge->complete(race.hi);  // the first copy lost and stays unanswered on its path
+  REQUIRE(r1->calls == 1);
+  // The next slow read goes to the other path (the stalled one counts the
+  // loser in flight) and is not hedged back to the stalled one.
+  auto r2 = make_req(h.rt, Op::Read, kOff + 4096, 4096);
+  h.engine->submit(*r2);
+  auto [p2, k2] = h.find(Op::Read, kOff + 4096);
+  CHECK(p2 == race.hedge);
+  h.advance(20ms);
+  CHECK(h.find_all(Op::Read, kOff + 4096).size() == 1);
+  CHECK(h.engine->hedging().counters().sent == 1);
+  // Once the stalled path answers, it may take hedges again.
+  race.first->complete(race.fi);
+  auto r3 = make_req(h.rt, Op::Read, kOff + 8192, 4096);
+  h.engine->submit(*r3);
+  h.advance(20ms);
+  CHECK(h.find_all(Op::Read, kOff + 8192).size() == 2);
+  (void)k2;
+}
+
 TEST_CASE("hedge: a server error from one copy waits for the other") {
   Harness h(hedge_config());
   started(h);

@@ -128,6 +128,15 @@ struct OpStats {
   Latency latency;
 };
 
+// An attempt other than a hedge race's loser is in flight on the path. A
+// path holding only losers (engine_hedge.cc) counts as idle for the checker's
+// probe (which finds a hung server they would hide) and for a removal.
+inline bool busy(const PathSlot& s) {
+  for (const Attempt* a = s.inflight; a; a = a->next)
+    if (!a->lost) return true;
+  return false;
+}
+
 // Connected and able to take commands the engine sends itself (flushes).
 inline bool connected(const PathSlot& s) {
   return s.state == PathState::Active || s.state == PathState::Marginal ||

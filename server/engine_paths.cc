@@ -233,7 +233,7 @@ void Engine::try_reinstate(PathSlot& s) {
 void Engine::checker_tick() {
   Clock::time_point now = rt_.now();
   for (auto& s : slots_)
-    if (s->state == PathState::Active && !s->probing && !s->inflight &&
+    if (s->state == PathState::Active && !s->probing && !busy(*s) &&
         now - s->last_io >= cfg_.checker.interval)
       probe(*s);
   start_reapplies();

@@ -195,6 +195,22 @@ TEST_CASE("hedge: no hedge goes to a path still holding the unanswered loser of 
   (void)k2;
 }
 
+TEST_CASE("hedge: a path holding only unanswered losers is probed by the checker") {
+  auto c = hedge_config();
+  c.checker.interval = 1s;
+  Harness h(c);
+  started(h);
+  auto r = make_req(h.rt, Op::Read, kOff, 4096);
+  Race race = hedged_read(h, *r);
+  race.hedge->serve(race.hi);
+  REQUIRE(r->calls == 1);
+  const std::string hung = race.first->name();
+  // Its server hangs: the loser never answers. The checker's probe finds it.
+  REQUIRE(h.advance_until([&] { return h.probe_of(hung).has_value(); }, 3s));
+  h.advance(1s);  // the probe's attempt timeout
+  CHECK(h.state(hung) == PathState::Failed);
+}
+
 TEST_CASE("hedge: a server error from one copy waits for the other") {
   Harness h(hedge_config());
   started(h);

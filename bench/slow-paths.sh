@@ -14,10 +14,15 @@
 #              spiky:     two paths, one behind the spikes filter (2% of requests 50 ms)
 #              healthy:   two healthy paths
 #              bandwidth: paths behind --filter=rate at 800 and 200 Mbit/s
-#   SELECTORS  selectors to compare, each NAME (outlier detection off: the
-#              selector alone) or NAME+outlier (on, the default configuration)
+#   SELECTORS  selectors to compare, each NAME (outlier detection and hedged
+#              reads off: the selector alone), NAME+outlier (outlier detection
+#              on), NAME+hedge or NAME+outlier+hedge (hedged reads on too; the
+#              default configuration is service-time+outlier+hedge)
 #              (default: latency service-time queue-length round-robin
-#              latency+outlier service-time+outlier)
+#              latency+outlier service-time+outlier latency+hedge
+#              service-time+outlier+hedge)
+#              Targets with +hedge are configured by a YAML file with a control
+#              socket (for the hedge counters): MP_ARGS does not apply to them.
 #   ROUNDS     rounds; each round runs every target of a case once (3)
 #   RUNTIME    measured seconds per fio job (5)
 #   RAMP       warm-up seconds per fio job, not measured (1)
@@ -37,7 +42,7 @@ ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-5}
 RAMP=${RAMP:-1}
 CASES=${CASES:-slow spiky healthy bandwidth}
-SELECTORS=${SELECTORS:-latency service-time queue-length round-robin latency+outlier service-time+outlier}
+SELECTORS=${SELECTORS:-latency service-time queue-length round-robin latency+outlier service-time+outlier latency+hedge service-time+outlier+hedge}
 SIZE=${SIZE:-512M}
 MP_ARGS=${MP_ARGS:-}
 BENCH_OUT=${BENCH_OUT:-}
@@ -49,6 +54,7 @@ mp_init
 mp_require fio
 mp_require cc
 _mp_require_python
+mp_require_ctl
 
 # bench_read_common checks ROUNDS, RUNTIME, RAMP and reads MP_ARGS; the
 # targets and workloads of this script come per case.
@@ -59,6 +65,12 @@ read -r -a selectors <<<"$SELECTORS"
 ((${#selectors[@]})) || fail "SELECTORS is empty"
 for c in "${cases[@]}"; do
   case $c in slow | spiky | healthy | bandwidth) ;; *) fail "unknown case '$c' (slow spiky healthy bandwidth)" ;; esac
+done
+for s in "${selectors[@]}"; do
+  [[ $s =~ ^[a-z-]+(\+outlier)?(\+hedge)?$ ]] ||
+    fail "bad selector target '$s': use NAME, NAME+outlier, NAME+hedge or NAME+outlier+hedge"
+  [[ $s == *+hedge && -n $MP_ARGS ]] &&
+    fail "MP_ARGS does not apply to '$s' (configured by a YAML file): drop MP_ARGS or the +hedge targets"
 done
 [[ -e $MP_PLUGIN ]] || fail "plugin not found: $MP_PLUGIN (build it or set MP_PLUGIN)"
 need_mp=1
@@ -87,7 +99,7 @@ run_fio "$(upstream_uri fill)" --rw=write --bs=1m --iodepth=8 --size=100% || fai
 shutdown_server fill
 
 raw=$MP_TMP/raw.csv
-echo "case,round,target,workload,iops,mibs,p50,p99,p999" >"$raw"
+echo "case,round,target,workload,iops,mibs,p50,p99,p999,hedge_share" >"$raw"
 {
   echo "# nbd-multipath slow-path bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $(nproc) cores, $(uname -r), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -121,6 +133,15 @@ PY
   ((errs == 0)) || fail "I/O error $errs: round $r, $t, $w"
 }
 
+# hedge_counts T: hedges sent and client reads completed so far by target T
+# (one with a control socket).
+hedge_counts() {
+  timeout -k 5 30 "$MP_CTL" -s "$MP_TMP/$1.ctl.sock" --json show stats | "$MP_PYTHON" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d.get("hedges_sent", 0), next(o["requests"] for o in d["ops"] if o["op"] == "read"))'
+}
+
 # run_case CASE: starts the case's upstreams and one multipath server per
 # target, runs the rounds, stops them all.
 run_case() {
@@ -140,34 +161,59 @@ run_case() {
   start_upstream "$c-s" "${slow_filter[@]}" file "$img" "${slow_params[@]}"
   ups=("path=$(upstream_uri "$c-h")" "path=$(upstream_uri "$c-s")")
   # The reference: the healthy path alone, behind the same plugin.
-  start_multipath "$c-alone" "${ups[0]}" outlier=false "${mp_args[@]}"
+  start_multipath "$c-alone" "${ups[0]}" outlier=false hedge=false "${mp_args[@]}"
   refs=("$c-alone")
   if [[ $c == bandwidth ]]; then
-    start_multipath "$c-slowalone" "${ups[1]}" outlier=false "${mp_args[@]}"
+    start_multipath "$c-slowalone" "${ups[1]}" outlier=false hedge=false "${mp_args[@]}"
     refs+=("$c-slowalone")
     workloads=(seq1m-qd16)
   else
     workloads=(rr4k-qd32 rw64k-qd8)
   fi
-  local sel out
+  local sel out hedge name yaml
+  local -A hedged=()
   for s in "${selectors[@]}"; do
-    sel=${s%+outlier} out=false
-    [[ $s == *+outlier ]] && out=true
+    sel=${s%%+*} out=false hedge=false
+    [[ $s == *+outlier* ]] && out=true
+    [[ $s == *+hedge ]] && hedge=true
     # Server names take no '+': NAME+outlier runs as NAME.outlier.
-    start_multipath "$c-${s/+/.}" "${ups[@]}" "selector=$sel" "outlier=$out" "${mp_args[@]}"
+    name=$c-${s//+/.}
+    if [[ $hedge == true ]]; then
+      hedged[$name]=1
+      yaml=$MP_TMP/$name.yaml
+      {
+        echo "paths:"
+        echo "  - { name: h, uri: \"$(upstream_uri "$c-h")\" }"
+        echo "  - { name: s, uri: \"$(upstream_uri "$c-s")\" }"
+        echo "selector: $sel"
+        echo "outlier: { enabled: $out }"
+        echo "hedge: { enabled: true }"
+        echo "control: { socket: \"$MP_TMP/$name.ctl.sock\" }"
+      } >"$yaml"
+      start_multipath "$name" "config=$yaml"
+    else
+      start_multipath "$name" "${ups[@]}" "selector=$sel" "outlier=$out" hedge=false "${mp_args[@]}"
+    fi
   done
   targets=("${refs[@]}")
-  for s in "${selectors[@]}"; do targets+=("$c-${s/+/.}"); done
+  for s in "${selectors[@]}"; do targets+=("$c-${s//+/.}"); done
   for ((r = 1; r <= ROUNDS; r++)); do
     bench_round_order "$r"
     for w in "${workloads[@]}"; do
       workload_args "$w"
       for t in "${order[@]}"; do
+        # Hedge share: extra reads sent by hedging per client read (ramp included).
+        local share="" s0 n0 s1 n1
+        [[ -n ${hedged[$t]:-} ]] && read -r s0 n0 < <(hedge_counts "$t")
         slow_fio "$r" "$t" "$w" "$(mp_uri "$t")" "${wl_args[@]}"
-        lab=${t#"$c"-} lab=${lab/./+}
-        echo "$c,$r,$lab,$w,$iops,$mibs,$p50,$p99,$p999" >>"$raw"
-        printf '  %-9s round %d/%d %-14s %-10s %9s IOPS %7s MiB/s p50 %6sus p99 %6sus p99.9 %6sus\n' \
-          "$c" "$r" "$ROUNDS" "$lab" "$w" "$iops" "$mibs" "$p50" "$p99" "$p999" >&2
+        if [[ -n ${hedged[$t]:-} ]]; then
+          read -r s1 n1 < <(hedge_counts "$t")
+          share=$("$MP_PYTHON" -c "print(round(($s1 - $s0) / max(1, $n1 - $n0), 5))")
+        fi
+        lab=${t#"$c"-} lab=${lab//./+}
+        echo "$c,$r,$lab,$w,$iops,$mibs,$p50,$p99,$p999,$share" >>"$raw"
+        printf '  %-9s round %d/%d %-26s %-10s %9s IOPS %7s MiB/s p50 %6sus p99 %6sus p99.9 %6sus hedges %s\n' \
+          "$c" "$r" "$ROUNDS" "$lab" "$w" "$iops" "$mibs" "$p50" "$p99" "$p999" "${share:--}" >&2
       done
     done
   done

@@ -1,7 +1,8 @@
 """Tables for bench/slow-paths.sh.
 
-raw.csv: case,round,target,workload,iops,mibs,p50,p99,p999 (latencies in µs),
-one row per fio run. For each case and workload: the median over rounds of
+raw.csv: case,round,target,workload,iops,mibs,p50,p99,p999,hedge_share
+(latencies in µs; hedge_share: hedges sent per client read, empty when
+hedging is off), one row per fio run. For each case and workload: the median over rounds of
 every target, with each selector's ratios to the reference (the healthy path
 alone behind the same plugin, measured in the same run) and the issue's
 targets:
@@ -23,6 +24,11 @@ UNITS = {"rr4k-qd32": "4K random read QD32", "rw64k-qd8": "64K random 70% read Q
 
 def med(rows, key):
     return statistics.median(float(r[key]) for r in rows)
+
+
+def share(rows):
+    v = [float(r["hedge_share"]) for r in rows if r.get("hedge_share")]
+    return f"{statistics.median(v) * 100:.1f}%" if v else "off"
 
 
 def ms(us):
@@ -49,11 +55,12 @@ def main(raw_csv, header_txt, out_md):
             tr = [r for r in sub if r["target"] == t]
             m[t] = {k: med(tr, k) for k in ("iops", "mibs", "p50", "p99", "p999")}
             m[t]["spread"] = (max(float(r["iops"]) for r in tr) - min(float(r["iops"]) for r in tr)) / 2
+            m[t]["hedge"] = share(tr)
         ref = m.get("alone")
         out += [f"### {case}: {UNITS.get(wl, wl)} (median of {len(sub) // len(targets)} rounds)", ""]
         if case == "bandwidth":
-            out += ["| target | MiB/s | vs fast+slow alone | p50 ms | p99 ms | p99.9 ms | target ≥ 0.9x |",
-                    "|---|---|---|---|---|---|---|"]
+            out += ["| target | MiB/s | vs fast+slow alone | p50 ms | p99 ms | p99.9 ms | hedge share | target ≥ 0.9x |",
+                    "|---|---|---|---|---|---|---|---|"]
             both = m["alone"]["mibs"] + m.get("slowalone", {"mibs": 0})["mibs"]
             for t in targets:
                 x = m[t]
@@ -61,13 +68,14 @@ def main(raw_csv, header_txt, out_md):
                 verdict = "" if t in ("alone", "slowalone") else ("met" if ratio >= 0.9 else "missed")
                 name = {"alone": "fast path alone", "slowalone": "slow path alone"}.get(t, t)
                 out.append(f"| {name} | {x['mibs']:.1f} | {ratio:.2f}x | {ms(x['p50'])} | {ms(x['p99'])} "
-                           f"| {ms(x['p999'])} | {verdict} |")
+                           f"| {ms(x['p999'])} | {x['hedge']} | {verdict} |")
             out.append("")
             continue
         sels = [t for t in targets if t != "alone"]
         best_other = {t: max([m[o]["iops"] for o in sels if o != t] or [0]) for t in sels}
-        out += ["| target | IOPS | vs alone | p50 ms | p99 ms | p99 vs alone | p99.9 ms | p99.9 vs alone | target |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += ["| target | IOPS | vs alone | p50 ms | p99 ms | p99 vs alone | p99.9 ms | p99.9 vs alone "
+                "| hedge share | target |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for t in targets:
             x = m[t]
             ri, r99, r999 = (x["iops"] / ref["iops"], x["p99"] / ref["p99"], x["p999"] / ref["p999"])
@@ -82,7 +90,7 @@ def main(raw_csv, header_txt, out_md):
             name = "healthy path alone" if t == "alone" else t
             out.append(f"| {name} | {x['iops']:,.0f} ±{x['spread'] / x['iops'] * 100:.0f}% | {ri:.2f}x "
                        f"| {ms(x['p50'])} | {ms(x['p99'])} | {r99:.2f}x | {ms(x['p999'])} | {r999:.2f}x "
-                       f"| {verdict} |")
+                       f"| {x['hedge']} | {verdict} |")
         out.append("")
     text = "\n".join(out) + "\n"
     with open(out_md, "w") as f:

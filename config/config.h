@@ -105,6 +105,16 @@ struct Outlier {
   unsigned max_share = 50;        // percent of a group's paths that may be marginal, 0..100
 };
 
+// Hedged reads (server/hedge.h): a client read that has waited longer than a
+// high percentile of recent read latency is also sent to another path; the
+// first good reply wins. Bounded by a budget, a share of the reads seen.
+struct Hedge {
+  bool enabled = true;
+  double percentile = 95;  // of recent read attempt latency, 50..99.9: the wait before a hedge
+  Duration min_delay{1};   // ... but never less than this
+  unsigned max_share = 5;  // hedges per 100 client reads at most (token bucket), 0..100
+};
+
 // The control socket (nbd-multipath-ctl talks to it). No socket when empty.
 struct Control {
   std::string socket;     // absolute path of a Unix socket
@@ -130,6 +140,7 @@ struct Config {
   Durability durability;
   StaleWrites stale_writes;
   Outlier outlier;
+  Hedge hedge;
   Control control;
   Metrics metrics;
   // The iSCSI LU identifier every iSCSI path must reach ("naa.6000..."); empty:
@@ -156,7 +167,7 @@ LoadResult load_string(const std::string& text, const std::string& name);
 
 // The quick form: nbdkit multipath path=URI [path=URI ...] [key=value ...].
 // Keys: path, selector, timeout, request-timeout, connect-timeout, no-path,
-// retries, shared-cache, outlier. Unknown keys are refused.
+// retries, shared-cache, outlier, hedge. Unknown keys are refused.
 struct QuickArgs {
   std::vector<std::string> paths;
   std::vector<std::pair<std::string, std::string>> options;

@@ -13,9 +13,17 @@ using namespace detail;
 LoadResult from_quick_args(const QuickArgs& args) {
   const std::string prefix = "command line: ";
   try {
-    static const std::vector<std::string> kKeys = {
-        "path",    "config",  "selector",     "timeout", "request-timeout", "connect-timeout",
-        "no-path", "retries", "shared-cache", "outlier"};
+    static const std::vector<std::string> kKeys = {"path",
+                                                   "config",
+                                                   "selector",
+                                                   "timeout",
+                                                   "request-timeout",
+                                                   "connect-timeout",
+                                                   "no-path",
+                                                   "retries",
+                                                   "shared-cache",
+                                                   "outlier",
+                                                   "hedge"};
     Config cfg;
     cfg.source = "command line";
     std::vector<std::string> uris = args.paths;
@@ -53,6 +61,8 @@ LoadResult from_quick_args(const QuickArgs& args) {
         err = conv_bool(key, value, cfg.durability.shared_cache);
       else if (key == "outlier")
         err = conv_bool(key, value, cfg.outlier.enabled);
+      else if (key == "hedge")
+        err = conv_bool(key, value, cfg.hedge.enabled);
       if (!err.empty()) return error_result(prefix + err);
     }
     if (uris.size() > kMaxPaths)

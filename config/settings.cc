@@ -69,6 +69,10 @@ Settings settings(const Config& c) {
   add("checker.interval", format_duration(c.checker.interval));
   add("durability.shared-cache", c.durability.shared_cache ? "true" : "false");
   add("stale-writes.max-bytes", format_bytes(c.stale_writes.max_bytes));
+  add("hedge.enabled", c.hedge.enabled ? "true" : "false");
+  add("hedge.percentile", number(c.hedge.percentile));
+  add("hedge.min-delay", format_duration(c.hedge.min_delay));
+  add("hedge.max-share", std::to_string(c.hedge.max_share) + "%");
   add("control.socket", c.control.socket.empty() ? "(none)" : c.control.socket);
   add("control.mode", octal(c.control.mode));
   add("control.group", c.control.group.empty() ? "(the server's)" : c.control.group);

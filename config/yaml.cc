@@ -163,7 +163,7 @@ const YAML::Node* read_name(const Mapping& m, const char* key, const std::string
 const std::initializer_list<const char*> kTopKeys = {
     "paths",   "groups",   "selector",           "timeouts",     "failover",
     "no-path", "checker",  "durability",         "stale-writes", "control",
-    "metrics", "identity", "export-description", "outlier"};
+    "metrics", "identity", "export-description", "outlier",      "hedge"};
 const std::initializer_list<const char*> kPathKeys = {
     "name", "uri", "group", "weight", "max-inflight", "throughput", "chap"};
 const std::initializer_list<const char*> kGroupKeys = {"name", "priority"};
@@ -209,6 +209,23 @@ void load_outlier(const YAML::Node& n, Outlier& o) {
          "outlier.max-ejection-time is shorter than outlier.base-ejection-time: make it at "
          "least as long");
   read_int(m, "max-share", "outlier.max-share", 0, 100, o.max_share);
+}
+
+// hedge: every key optional.
+void load_hedge(const YAML::Node& n, Hedge& h) {
+  Mapping m(n, "hedge", "hedge:", {"enabled", "percentile", "min-delay", "max-share"});
+  read(m, "enabled", "hedge.enabled", "true or false",
+       [&](const std::string& w, const std::string& t) { return conv_bool(w, t, h.enabled); });
+  read(m, "percentile", "hedge.percentile", "a number such as 95",
+       [&](const auto& w, const auto& t) {
+         std::string err = conv_positive_number(w, t, h.percentile);
+         if (err.empty() && !(h.percentile >= 50 && h.percentile <= 99.9))
+           err = w + " must be between 50 and 99.9, not " + quoted(t) +
+                 ": a lower one hedges reads that are not slow";
+         return err;
+       });
+  read_duration(m, "min-delay", "hedge.min-delay", Duration{0}, h.min_delay);
+  read_int(m, "max-share", "hedge.max-share", 0, 100, h.max_share);
 }
 
 struct Declared {
@@ -464,6 +481,7 @@ void load_sections(const Mapping& top, Config& cfg) {
   }
 
   if (const YAML::Node* n = top.find("outlier")) load_outlier(*n, cfg.outlier);
+  if (const YAML::Node* n = top.find("hedge")) load_hedge(*n, cfg.hedge);
 
   if (const YAML::Node* n = top.find("stale-writes")) {
     Mapping m(*n, "stale-writes", "stale-writes:", {"max-bytes"});

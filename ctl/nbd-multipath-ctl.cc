@@ -220,7 +220,8 @@ void print_stats(const json& result) {
                                 "group_switches",    "queueing",          "waiting",
                                 "queued_no_path",    "queued_no_path_ms", "abandoned_writes",
                                 "abandoned_pending", "resolved_late",     "resolved_by_death",
-                                "reapplied",         "unshadowed",        "shadow_bytes"};
+                                "reapplied",         "unshadowed",        "shadow_bytes",
+                                "hedges_sent",       "hedges_won",        "hedges_refused"};
   std::vector<std::pair<std::string, std::string>> kv;
   for (const char* k : order)
     if (result.contains(k)) {

@@ -76,6 +76,9 @@ struct EngineInfo {
   bool queueing = true;                 // no-path policy in force: queue (true) or fail
   std::uint64_t abandoned_writes = 0, abandoned_pending = 0, resolved_late = 0,
                 resolved_by_death = 0, reapplied = 0, unshadowed = 0, shadow_bytes = 0;
+  // Hedged reads: second copies sent, requests their second copy completed,
+  // and hedges due but refused by the budget (hedge.max-share).
+  std::uint64_t hedges_sent = 0, hedges_won = 0, hedges_refused = 0;
   std::vector<OpCounters> ops;
 };
 

@@ -35,7 +35,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EngineInfo, requests, failed_req
                                                 group_switches, queued_no_path, queued_no_path_ms,
                                                 waiting, queueing, abandoned_writes,
                                                 abandoned_pending, resolved_late, resolved_by_death,
-                                                reapplied, unshadowed, shadow_bytes, ops)
+                                                reapplied, unshadowed, shadow_bytes, hedges_sent,
+                                                hedges_won, hedges_refused, ops)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Event, unix_ms, subject, what, reason)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DiskInfo, size, block_size, read_only, identity,
                                                 selector, no_path, failback, queueing, waiting)

@@ -157,7 +157,8 @@ std::string Engine::summary() const {
     << " queued_no_path=" << stats_.queued_no_path << " abandoned_writes=" << c.abandoned
     << " pending=" << tracker_.pending() << " resolved_late=" << c.resolved_late
     << " resolved_by_death=" << c.resolved_by_death << " reapplied=" << c.reapplied
-    << " unshadowed=" << c.unshadowed;
+    << " unshadowed=" << c.unshadowed << " hedges_sent=" << hedge_.counters().sent
+    << " hedges_won=" << hedge_.counters().won << " hedges_refused=" << hedge_.counters().refused;
   return o.str();
 }
 

@@ -39,6 +39,7 @@
 //   engine_reload.cc   reload and apply, a removed path's departure
 //   engine_affinity.cc dirty-range affinity over independent upstream caches
 //   engine_outlier.cc  latency outliers: marginal paths, their probes, re-admission
+//   engine_hedge.cc    hedged reads: a slow read's second copy on another path
 //   engine_internal.h  the private structs: Attempt, PathSlot, OpStats
 #pragma once
 
@@ -53,6 +54,7 @@
 
 #include "config/config.h"
 #include "server/control_api.h"
+#include "server/hedge.h"
 #include "server/outlier.h"
 #include "server/path.h"
 #include "server/path_state.h"
@@ -117,6 +119,7 @@ class Engine final : public ControlApi, private PathListener {
   const PathStats* path_stats(const std::string& path) const;
   const EngineStats& stats() const { return stats_; }
   const StaleWriteTracker& stale_writes() const { return tracker_; }
+  const HedgePolicy& hedging() const { return hedge_; }
   std::string active_group() const;
   std::size_t waiting() const { return waiting_count_; }
   std::string summary() const;  // one line per path, for logs and the demo
@@ -228,6 +231,13 @@ class Engine final : public ControlApi, private PathListener {
   void readmit(PathSlot& s, const std::string& reason, bool by_operator);
   void keep_one_active(std::size_t group);
 
+  // engine_hedge.cc: hedged reads.
+  void arm_hedge(Request& r, const PathSlot& first);
+  void hedge_due(Request& r);
+  PathSlot* hedge_target(const Request& r, const PathSlot& first, Clock::duration wait);
+  void end_race(Request& r);
+  void lost_reply(Attempt& a, PathResult result);
+
   // engine_affinity.cc: dirty-range affinity when the paths' caches are not shared.
   bool affinity_on() const;
   bool affinity_target(const PathSlot& s);
@@ -270,6 +280,7 @@ class Engine final : public ControlApi, private PathListener {
   TimerQueue::Key checker_timer_;
   OutlierDetector outlier_;  // advises on marginal paths; configured from cfg_.outlier
   TimerQueue::Key outlier_timer_;
+  HedgePolicy hedge_;  // when a read is hedged, and the budget; configured from cfg_.hedge
 
   Request* parked_head_ = nullptr;  // FIFO of parked requests
   Request* parked_tail_ = nullptr;

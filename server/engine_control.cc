@@ -120,6 +120,7 @@ std::string Engine::reset_stats() {
     sl->latency.reset();
   }
   tracker_.reset_counters();
+  hedge_.reset_counters();
   event("engine", "reset-stats", "operator");
   return "";
 }
@@ -193,6 +194,9 @@ EngineInfo Engine::show_stats() {
   e.reapplied = c.reapplied;
   e.unshadowed = c.unshadowed;
   e.shadow_bytes = tracker_.shadow_bytes();
+  e.hedges_sent = hedge_.counters().sent;
+  e.hedges_won = hedge_.counters().won;
+  e.hedges_refused = hedge_.counters().refused;
   for (std::size_t i = 0; i < ops_.size(); i++) {
     const OpStats& o = ops_[i];
     e.ops.push_back(OpCounters{to_string(static_cast<Op>(i)), o.requests, o.bytes, o.errors,

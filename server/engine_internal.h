@@ -51,6 +51,11 @@ struct Attempt final : CommandSink {
   Request* req = nullptr;  // nullptr once abandoned, or for a probe
   bool probe = false;
   bool abandoned = false;
+  bool hedge = false;  // the second copy of a hedged read
+  // Lost a hedge race: its request completed from the other copy. It stays in
+  // its path's in-flight list (the path is still busy with it) with no timer;
+  // its reply is discarded. req == nullptr.
+  bool lost = false;
   AttemptEnd ended = AttemptEnd::InFlight;
   Command cmd;
   std::shared_ptr<std::byte[]> buf;  // cmd.data points into it
@@ -122,6 +127,15 @@ struct OpStats {
   std::uint64_t errors_eio = 0, errors_nospc = 0, errors_perm = 0, errors_other = 0;
   Latency latency;
 };
+
+// An attempt other than a hedge race's loser is in flight on the path. A
+// path holding only losers (engine_hedge.cc) counts as idle for the checker's
+// probe (which finds a hung server they would hide) and for a removal.
+inline bool busy(const PathSlot& s) {
+  for (const Attempt* a = s.inflight; a; a = a->next)
+    if (!a->lost) return true;
+  return false;
+}
 
 // Connected and able to take commands the engine sends itself (flushes).
 inline bool connected(const PathSlot& s) {

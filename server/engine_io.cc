@@ -26,6 +26,7 @@ void Engine::admit(Request& r) {
   r.started = rt_.now();
   r.deadline = r.started + cfg_.timeouts.request;
   stats_.requests++;
+  if (r.op == Op::Read && !r.internal) hedge_.read_seen();
   r.epoch = epoch_;
   if (inflight_by_epoch_.empty() || inflight_by_epoch_.back().first != epoch_)
     inflight_by_epoch_.emplace_back(epoch_, 0);
@@ -47,9 +48,11 @@ void Engine::dispatch(Request& r) {
   auto id = g->selector->select_path(r.count);
   if (!id) return park(r, Request::Park::Busy, r.deadline);
   Command cmd{r.op, r.offset, r.count, r.flags, nullptr};
-  if (!send(&r, *slots_[*id], cmd,
+  PathSlot& s = *slots_[*id];
+  if (!send(&r, s, cmd,
             r.op == Op::Read ? std::make_shared_for_overwrite<std::byte[]>(r.count) : r.data))
-    retry(r);  // the path is failed now: another one is picked
+    return retry(r);  // the path is failed now: another one is picked
+  arm_hedge(r, s);    // reads only; never one routed by affinity (above)
 }
 
 // A flush goes to every path that acknowledged writes since its last flush.
@@ -140,6 +143,7 @@ void Engine::abandon(Attempt& a) {
     s.probing = false;
     return;
   }
+  if (a.lost) return;  // lost a hedge race: its request completed already
   Request& r = *a.req;
   a.req = nullptr;
   if (is_write(a.cmd.op) && opts_.track_stale_writes) {
@@ -190,6 +194,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
     delete &a;
     return;
   }
+  if (a.lost) return lost_reply(a, result);
 
   AttemptEnd ended = result == PathResult::Ok ? AttemptEnd::Ok : AttemptEnd::Error;
   a.ended = ended;
@@ -200,6 +205,8 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   s.latency.add(s.last_io - a.start);
   if (result == PathResult::Ok && a.cmd.op != Op::Flush)
     outlier_.record(s.id, s.last_io, s.last_io - a.start);
+  if (result == PathResult::Ok && a.cmd.op == Op::Read && a.req && !a.req->internal)
+    hedge_.record(s.last_io - a.start);
   group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
   timers_.cancel(a.timer);
 
@@ -236,7 +243,15 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
       s.flushed_gen = std::max(s.flushed_gen, a.flush_gen);
       note_flushed(s, a.flush_gen);
     }
-    if (a.cmd.op == Op::Read) r.data = std::move(a.buf);
+    if (a.cmd.op == Op::Read) {
+      r.data = std::move(a.buf);  // the winner's buffer, and only it, becomes the result
+      if (r.hedged) {             // the first good reply of two copies
+        if (a.hedge) hedge_.won();
+        r.err = 0;
+        r.retry_needed = false;
+        end_race(r);  // the other copy, if still out, loses
+      }
+    }
   } else if (path_error.empty()) {
     if (!r.err) r.err = err;  // the server's answer on a healthy connection
   } else {
@@ -256,6 +271,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
 }
 
 void Engine::retry(Request& r) {
+  timers_.cancel(r.hedge_timer);
   r.retry_needed = false;
   r.err = 0;
   if (r.cleaning) return finish(r, EIO);  // its one path failed: nothing left to clean there
@@ -279,6 +295,7 @@ void Engine::retry(Request& r) {
 // The only way out for a request. `err` becomes an errno NBD carries.
 void Engine::finish(Request& r, int err) {
   unpark(r);
+  timers_.cancel(r.hedge_timer);
   switch (err) {
     case 0:
     case EIO:

@@ -98,6 +98,7 @@ void Engine::start() {
   for (auto& s : slots_) connect_path(*s);
   arm_checker();
   outlier_.configure(cfg_.outlier);
+  hedge_.configure(cfg_.hedge);
   arm_outlier();
 }
 
@@ -232,7 +233,7 @@ void Engine::try_reinstate(PathSlot& s) {
 void Engine::checker_tick() {
   Clock::time_point now = rt_.now();
   for (auto& s : slots_)
-    if (s->state == PathState::Active && !s->probing && !s->inflight &&
+    if (s->state == PathState::Active && !s->probing && !busy(*s) &&
         now - s->last_io >= cfg_.checker.interval)
       probe(*s);
   start_reapplies();

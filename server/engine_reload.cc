@@ -13,9 +13,10 @@ namespace mp {
 void Engine::finish_removal(PathSlot& s) {
   // Unflushed writes keep it until a flush reaches it, unless any live path's
   // flush covers them (shared cache or multi-conn).
-  if (s.state == PathState::Removed || s.inflight || (s.dirty() && !coherent_flush_)) return;
+  if (s.state == PathState::Removed || busy(s) || (s.dirty() && !coherent_flush_)) return;
   timers_.cancel(s.timer);
   s.path->disconnect();
+  while (s.inflight) abandon(*s.inflight);  // hedge races' losers: their replies are not awaited
   transition(s, PathState::Removed, "removed by reload");
 }
 
@@ -116,6 +117,7 @@ std::string Engine::apply(config::Config next, bool dry_run, std::string* summar
   }
   cfg_ = std::move(next);
   outlier_.configure(cfg_.outlier);
+  hedge_.configure(cfg_.hedge);
   for (auto& sl : slots_) {
     if (sl->state == PathState::Removed || sl->removing) continue;
     auto it = std::find_if(cfg_.paths.begin(), cfg_.paths.end(),

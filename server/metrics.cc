@@ -156,6 +156,15 @@ const EngineMetric kEngineMetrics[] = {
     {"nbd_multipath_shadow_bytes", "gauge",
      "Memory held now for newer data over unresolved abandoned writes, in bytes.",
      [](const EngineInfo& e) { return count(e.shadow_bytes); }},
+    {"nbd_multipath_hedged_reads_sent_total", "counter",
+     "Reads sent a second time, to another path, after waiting past the hedge threshold.",
+     [](const EngineInfo& e) { return count(e.hedges_sent); }},
+    {"nbd_multipath_hedged_reads_won_total", "counter",
+     "Hedged reads completed by their second copy's reply.",
+     [](const EngineInfo& e) { return count(e.hedges_won); }},
+    {"nbd_multipath_hedged_reads_refused_total", "counter",
+     "Hedges due but refused by the budget (hedge.max-share).",
+     [](const EngineInfo& e) { return count(e.hedges_refused); }},
 };
 
 struct PathCounter {

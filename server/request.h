@@ -35,11 +35,13 @@ struct RequestState {
   std::uint64_t tag = 0;
   Clock::time_point started{}, deadline{}, park_until{};
   unsigned retries = 0;
-  std::uint64_t epoch = 0;    // Engine::epoch_ at submission
-  unsigned pending = 0;       // attempts in flight for this request
-  bool retry_needed = false;  // an attempt failed on a path: try again
-  bool internal = false;      // a re-apply or a cleaning flush, not a client request
-  bool cleaning = false;      // a flush of one path (Engine::clean_path): never retried elsewhere
+  std::uint64_t epoch = 0;      // Engine::epoch_ at submission
+  unsigned pending = 0;         // attempts in flight for this request
+  bool retry_needed = false;    // an attempt failed on a path: try again
+  bool internal = false;        // a re-apply or a cleaning flush, not a client request
+  bool cleaning = false;        // a flush of one path (Engine::clean_path): never retried elsewhere
+  bool hedged = false;          // a read sent a second time (engine_hedge.cc): at most once
+  TimerQueue::Key hedge_timer;  // armed while a read's one attempt may still be hedged
   Park parked_for = Park::None;
   TimerQueue::Key park_timer;    // armed while parked: its deadline
   Request* park_prev = nullptr;  // in the engine's FIFO of parked requests

@@ -230,7 +230,7 @@ inline PathCaps default_caps() {
 }
 
 // Paths named `names`, all in group "default"; short timeouts; the checker
-// effectively off (1 h) unless a test turns it on.
+// effectively off (1 h) and no hedged reads unless a test turns them on.
 inline config::Config make_config(std::initializer_list<const char*> names = {"A", "B"}) {
   config::Config c;
   c.groups = {config::Group{"default", 0}};
@@ -247,6 +247,9 @@ inline config::Config make_config(std::initializer_list<const char*> names = {"A
   c.failover.reconnect_max = 800ms;
   c.no_path.max_time = 5000ms;
   c.checker.interval = 1h;
+  // Hedged reads would send a second copy of any read a test keeps waiting:
+  // off here; tests/unit/test_engine_hedge.cc turns them on.
+  c.hedge.enabled = false;
   c.source = "test";
   return c;
 }

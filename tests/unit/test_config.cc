@@ -1082,7 +1082,7 @@ TEST_CASE("from_quick_args") {
     REQUIRE_FALSE(r);
     CHECK(r.error ==
           "command line: unknown parameter 'foo': use one of path, config, selector, timeout, "
-          "request-timeout, connect-timeout, no-path, retries, shared-cache, outlier");
+          "request-timeout, connect-timeout, no-path, retries, shared-cache, outlier, hedge");
   }
   SUBCASE("unknown parameter close to a known one") {
     LoadResult r = from_quick_args({{"nbd://a"}, {{"timout", "1s"}}});
@@ -1511,4 +1511,44 @@ timeouts: { attempt: 1s }
   CHECK(std::find(c.begin(), c.end(), "durability.shared-cache: false -> true") != c.end());
   CHECK(std::find(c.begin(), c.end(), "paths.b.weight: 3 (gone)") != c.end());
   CHECK(changed_settings(next, next).empty());
+}
+
+TEST_CASE("hedge: defaults, every key, and refusals") {
+  LoadResult d = load("paths:\n  - uri: nbd://a\n");
+  REQUIRE(d);
+  CHECK(d.config->hedge.enabled);
+  CHECK(d.config->hedge.percentile == 95);
+  CHECK(d.config->hedge.min_delay == Duration{1});
+  CHECK(d.config->hedge.max_share == 5);
+  LoadResult r = load(
+      "paths:\n  - uri: nbd://a\nhedge:\n  enabled: false\n  percentile: 99.5\n"
+      "  min-delay: 3ms\n  max-share: 2\n");
+  REQUIRE(r);
+  CHECK_FALSE(r.config->hedge.enabled);
+  CHECK(r.config->hedge.percentile == 99.5);
+  CHECK(r.config->hedge.min_delay == Duration{3});
+  CHECK(r.config->hedge.max_share == 2);
+  Settings s = settings(*r.config);
+  CHECK(std::find(s.begin(), s.end(),
+                  std::pair<std::string, std::string>{"hedge.max-share", "2%"}) != s.end());
+  SUBCASE("percentile out of range") {
+    expect_error("paths:\n  - uri: nbd://a\nhedge:\n  percentile: 30\n",
+                 "t.yaml:4:15: ", "hedge.percentile must be between 50 and 99.9, not '30'");
+  }
+  SUBCASE("max-share out of range") {
+    expect_error("paths:\n  - uri: nbd://a\nhedge:\n  max-share: 101\n",
+                 "t.yaml:4:14: ", "hedge.max-share must be from 0 to 100, not '101'");
+  }
+  SUBCASE("unknown key, with a suggestion") {
+    expect_error("paths:\n  - uri: nbd://a\nhedge:\n  min_delay: 1ms\n",
+                 "t.yaml:4:3: ", "unknown key 'min_delay' in hedge: (did you mean 'min-delay'?)");
+  }
+  SUBCASE("the quick form") {
+    LoadResult q = from_quick_args({{"nbd://a"}, {{"hedge", "false"}}});
+    REQUIRE(q);
+    CHECK_FALSE(q.config->hedge.enabled);
+    LoadResult bad = from_quick_args({{"nbd://a"}, {{"hedge", "often"}}});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error == "command line: hedge must be true or false, not 'often'");
+  }
 }

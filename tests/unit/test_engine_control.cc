@@ -1196,6 +1196,7 @@ constexpr const char* kYamlAB = R"(paths:
     uri: nbd://B
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
+hedge: { enabled: false }  # as make_config
 )";
 
 TEST_CASE("engine control: reload without a configuration file is an error") {
@@ -1232,6 +1233,7 @@ TEST_CASE("engine control: reload re-reads the file") {
 selector: round-robin
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
+hedge: { enabled: false }  # as make_config
 )");
   CHECK(reload_now(*h.engine, true, &summary) == "");
   CHECK(summary ==
@@ -1300,6 +1302,7 @@ TEST_CASE("engine control: reload applies only the finished configuration, when 
     uri: nbd://A
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
+hedge: { enabled: false }  # as make_config
 )");
   std::string err = "no answer", summary;
   h.engine->reload(false, [&](const std::string& e, const std::string& s) {

@@ -69,6 +69,17 @@ Settings settings(const Config& c) {
   add("checker.interval", format_duration(c.checker.interval));
   add("durability.shared-cache", c.durability.shared_cache ? "true" : "false");
   add("stale-writes.max-bytes", format_bytes(c.stale_writes.max_bytes));
+  add("durability.max-dirty-ranges", std::to_string(c.durability.max_dirty_ranges));
+  add("outlier.enabled", c.outlier.enabled ? "true" : "false");
+  add("outlier.window", format_duration(c.outlier.window));
+  add("outlier.min-samples", std::to_string(c.outlier.min_samples));
+  add("outlier.ratio", number(c.outlier.ratio));
+  add("outlier.min-difference", format_duration(c.outlier.min_difference));
+  add("outlier.readmit-ratio", number(c.outlier.readmit_ratio));
+  add("outlier.probe-interval", format_duration(c.outlier.probe_interval));
+  add("outlier.base-ejection-time", format_duration(c.outlier.base_ejection));
+  add("outlier.max-ejection-time", format_duration(c.outlier.max_ejection));
+  add("outlier.max-share", std::to_string(c.outlier.max_share) + "%");
   add("hedge.enabled", c.hedge.enabled ? "true" : "false");
   add("hedge.percentile", number(c.hedge.percentile));
   add("hedge.min-delay", format_duration(c.hedge.min_delay));

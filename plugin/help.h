@@ -23,6 +23,8 @@ inline constexpr char kHelp[] =
     "shared-cache=true|false     Paths share one cache (one file on one host): a flush on\n"
     "                            any live path covers a dead path's writes (default false).\n"
     "outlier=true|false          Latency outlier detection: a much slower path becomes\n"
-    "                            marginal (default true).";
+    "                            marginal (default true).\n"
+    "hedge=true|false            Hedged reads: a slow read is also sent to another path,\n"
+    "                            at most 5% of reads (default true).";
 
 }  // namespace mp::plugin

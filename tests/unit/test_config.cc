@@ -1501,12 +1501,18 @@ timeouts: { attempt: 1s }
   CHECK(get(s, "timeouts.request") == "30s");
   CHECK(get(s, "selector") == "service-time");
   CHECK(get(s, "stale-writes.max-bytes") == "64MiB");
+  CHECK(get(s, "durability.max-dirty-ranges") == "16384");
+  CHECK(get(s, "outlier.enabled") == "true");
+  CHECK(get(s, "outlier.ratio") == "5");
+  CHECK(get(s, "outlier.max-ejection-time") == "5m");
 
   Config next = *r.config;
   next.timeouts.attempt = Duration{2000};
   next.durability.shared_cache = true;
+  next.outlier.min_samples = 50;
   next.paths.pop_back();
   auto c = changed_settings(*r.config, next);
+  CHECK(std::find(c.begin(), c.end(), "outlier.min-samples: 20 -> 50") != c.end());
   CHECK(std::find(c.begin(), c.end(), "timeouts.attempt: 1s -> 2s") != c.end());
   CHECK(std::find(c.begin(), c.end(), "durability.shared-cache: false -> true") != c.end());
   CHECK(std::find(c.begin(), c.end(), "paths.b.weight: 3 (gone)") != c.end());

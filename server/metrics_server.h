@@ -1,4 +1,5 @@
 // The Prometheus text endpoint: GET /metrics over a Unix socket or a loopback TCP address.
+// What it serves comes from render_metrics (metrics.h).
 //
 // Minimal HTTP: one request per connection. The server reads the request head
 // (at most kMaxHead bytes, within the request timeout), answers, and closes.
@@ -21,10 +22,6 @@
 #include "server/control_api.h"
 
 namespace mp {
-
-// The whole /metrics body in the Prometheus text exposition format 0.0.4.
-// Runs on the loop thread (it calls ControlApi).
-std::string render_metrics(ControlApi& api);
 
 class MetricsServer {
  public:

@@ -27,6 +27,7 @@
 
 #include "server/control_api.h"
 #include "server/metrics.h"
+#include "server/metrics_server.h"
 #include "tests/unit/no_descriptors.h"
 
 using namespace std::chrono_literals;

@@ -5,7 +5,8 @@
 //    nbd_multipath_*_latency_seconds histograms of the metrics endpoint.
 // The fine bins' edges (powers of 10^(1/20) µs) are not round numbers, so
 // they cannot double as Prometheus buckets; the fixed buckets cost a few
-// integer compares per sample (bench/latency_add.cc).
+// integer compares per sample: about 10 ns per recorded latency on this
+// machine (bench/latency_add.cc), two per client request.
 #pragma once
 
 #include <algorithm>
@@ -37,8 +38,8 @@ class Latency {
     double us = std::chrono::duration<double, std::micro>(d).count();
     h_(std::clamp(us, 1.0, 1e8 * 0.999));
     const std::int64_t ns = std::max<std::int64_t>(d.count(), 0);
-    std::size_t i = 0;
-    while (i < kLatencyBucketsNs.size() && ns > kLatencyBucketsNs[i]) ++i;
+    std::size_t i = 0;  // the first bound >= ns; branch-free, as latencies vary
+    for (std::int64_t bound : kLatencyBucketsNs) i += ns > bound;
     ++buckets_[i];
     sum_ns_ += static_cast<std::uint64_t>(ns);
   }

@@ -9,7 +9,6 @@
 #include <prometheus/text_serializer.h>
 
 #include <cstdint>
-#include <initializer_list>
 #include <string_view>
 #include <utility>
 

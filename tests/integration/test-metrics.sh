@@ -194,8 +194,11 @@ scrape2() { curl -sS --max-time 10 --unix-socket "$MSOCK2" -o "$1" http://localh
 workload "$(mp_uri two)" || fail "the workload on two healthy paths failed"
 inject_errors e
 workload "$(mp_uri two)" || fail "the workload with path e failing failed"
-wait_for "path e to be failed in the metrics" 10 eval \
-  'scrape2 "$MP_TMP/two.prom" && [[ $(metric "$MP_TMP/two.prom" '"'"'nbd_multipath_path_state{path="e",group="default",state="failed"}'"'"') == 1 ]]'
+e_failed() {
+  scrape2 "$MP_TMP/two.prom" &&
+    grep -qxF 'nbd_multipath_path_state{path="e",group="default",state="failed"} 1' "$MP_TMP/two.prom"
+}
+wait_for "path e to be failed in the metrics" 10 e_failed
 scrape2 "$MP_TMP/two.prom" || fail "scraping the two-path server failed"
 lint "$MP_TMP/two.prom"
 series=$(check_histograms "$MP_TMP/two.prom") || fail "the latency histograms are malformed"

@@ -13,6 +13,7 @@ all=
   libnbd-dev libnbd-bin
   libasio-dev libyaml-cpp-dev doctest-dev liburiparser-dev
   libboost-dev nlohmann-json3-dev libcli11-dev libfmt-dev curl
+  prometheus-cpp-dev prometheus bash-completion
   python3-libnbd fio procps util-linux
   libiscsi-dev libiscsi-bin tgt
   iproute2 nftables socat e2fsprogs

@@ -12,6 +12,15 @@
 
 namespace mp {
 
+// A latency histogram in Prometheus form (server/latency.h fills it):
+// cumulative since the start or the last reset-stats.
+struct LatencyHistogram {
+  std::vector<double> upper_bounds;       // seconds, ascending ("le"); +Inf is implied
+  std::vector<std::uint64_t> cumulative;  // samples <= each bound
+  std::uint64_t count = 0;                // every sample (the +Inf bucket)
+  double sum_seconds = 0;                 // their total duration
+};
+
 // Counters per request type (read, write, flush, trim, zero, cache).
 struct OpCounters {
   std::string op;
@@ -24,6 +33,7 @@ struct OpCounters {
   std::uint64_t errors_other = 0;  // EINVAL, ENOTSUP (fast zero), ...
   double latency_p50_us = 0;       // client-visible latency, from a histogram
   double latency_p99_us = 0;
+  LatencyHistogram latency;  // the same latencies, for the metrics endpoint
 };
 
 struct PathInfo {
@@ -41,6 +51,7 @@ struct PathInfo {
   std::uint64_t reconnects = 0;                    // reconnect attempts
   std::uint64_t marginal = 0;                      // times made marginal (latency outlier)
   double latency_p50_us = 0, latency_p99_us = 0;   // per attempt on this path
+  LatencyHistogram latency;                        // the same latencies, for the metrics endpoint
   std::uint64_t abandoned_pending = 0;             // abandoned writes not yet resolved
   // Without a shared cache: what this path acknowledged that no flush on it
   // covers yet (requests over it go to this path), and what that cost.

@@ -150,6 +150,7 @@ std::vector<PathInfo> Engine::show_paths() {
     p.reconnects = st.reconnects;
     p.latency_p50_us = sl->latency.quantile(0.5);
     p.latency_p99_us = sl->latency.quantile(0.99);
+    p.latency = sl->latency.histogram();
     for (Attempt* a = abandoned_; a; a = a->next)
       if (a->slot == sl.get() && a->stale_id) p.abandoned_pending++;
     p.dirty_ranges = sl->ranges.ranges();
@@ -201,7 +202,8 @@ EngineInfo Engine::show_stats() {
     const OpStats& o = ops_[i];
     e.ops.push_back(OpCounters{to_string(static_cast<Op>(i)), o.requests, o.bytes, o.errors,
                                o.errors_eio, o.errors_nospc, o.errors_perm, o.errors_other,
-                               o.latency.quantile(0.5), o.latency.quantile(0.99)});
+                               o.latency.quantile(0.5), o.latency.quantile(0.99),
+                               o.latency.histogram()});
   }
   return e;
 }

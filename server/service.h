@@ -14,7 +14,7 @@
 #include "server/control.h"
 #include "server/engine.h"
 #include "server/loop.h"
-#include "server/metrics.h"
+#include "server/metrics_server.h"
 #include "server/path.h"
 
 namespace mp {

@@ -11,6 +11,10 @@ const char* version() {
   return MP_VERSION;
 }
 
+const char* nbdkit_build_version() {
+  return MP_NBDKIT_VERSION;
+}
+
 std::vector<std::pair<std::string, std::string>> library_versions() {
   std::string nbd = "unknown";
   if (nbd_handle* h = nbd_create()) {

@@ -32,10 +32,11 @@ for f in "$plugindir/nbdkit-multipath-plugin.so" /usr/bin/nbd-multipath-ctl \
   /usr/share/man/man1/nbdkit-multipath-plugin.1.gz /usr/share/man/man8/nbd-multipath-ctl.8.gz \
   "/lib/systemd/system/nbd-multipath@.service" /usr/share/doc/nbd-multipath/README.md \
   /usr/share/doc/nbd-multipath/CONFIGURATION.md /usr/share/doc/nbd-multipath/examples/service.yaml \
-  /usr/share/doc/nbd-multipath/copyright; do
+  /usr/share/doc/nbd-multipath/copyright /usr/share/bash-completion/completions/nbd-multipath-ctl; do
   grep -qxF "$f" "$MP_TMP/files.txt" || fail "the package lacks $f"
 done
 dpkg-deb -f "$deb" Depends | grep -q 'nbdkit (>= 1.33.10)' || fail "Depends lacks the fixed nbdkit"
+dpkg-deb -f "$deb" Depends | grep -q 'libprometheus-cpp-core' || fail "Depends lacks prometheus-cpp's core library"
 grep -q "^ExecReload=/usr/bin/nbd-multipath-ctl " <(dpkg-deb --fsys-tarfile "$deb" |
   tar -xOf - "./lib/systemd/system/nbd-multipath@.service") || fail "the unit's ExecReload path"
 command -v lintian >/dev/null || fail "lintian is not installed (scripts/install-deps.sh installs it)"

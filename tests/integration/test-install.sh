@@ -40,6 +40,11 @@ for f in bin/nbd-multipath-ctl share/man/man1/nbdkit-multipath-plugin.1 \
 done
 unitdir=$(sed -n 's/^MP_SYSTEMD_UNITDIR:PATH=//p' "$build/CMakeCache.txt")
 [[ -f $MP_TMP/root$unitdir/nbd-multipath@.service ]] || fail "the unit is not installed in $unitdir"
+completiondir=$(sed -n 's/^MP_BASH_COMPLETION_DIR:PATH=//p' "$build/CMakeCache.txt")
+[[ $completiondir == "$prefix/share/bash-completion/completions" ]] ||
+  fail "the bash completion goes to $completiondir, not under $prefix/share"
+bash -n "$MP_TMP/root$completiondir/nbd-multipath-ctl" ||
+  fail "the bash completion is not installed in $completiondir, or does not parse"
 if command -v man >/dev/null; then
   for page in man1/nbdkit-multipath-plugin.1 man8/nbd-multipath-ctl.8; do
     MANWIDTH=80 man -l "$MP_TMP/root$prefix/share/man/$page" >"$MP_TMP/page.txt" 2>&1 ||

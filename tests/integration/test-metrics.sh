@@ -4,10 +4,13 @@
 # least M reads, path counters covering them and the path active; unknown
 # targets get 404; the socket is 0600 and goes away at shutdown. Then the
 # same over TCP with listen: 127.0.0.1:0 (the port is read from the log),
-# and a non-loopback listen address is refused at start-up.
+# and a non-loopback listen address is refused at start-up. Last, two paths,
+# one of which fails with EIO under traffic: `promtool check metrics` finds
+# nothing to say about that scrape, the latency histograms are cumulative
+# with +Inf equal to _count, and the write histogram counts every write.
 source "$(dirname "$0")/functions.sh"
 mp_init
-mp_require nbdkit curl
+mp_require nbdkit curl promtool
 _mp_require_python
 "$MP_PYTHON" -c 'import nbd' 2>/dev/null || mp_skip "the Python nbd module (python3-libnbd) is not installed"
 
@@ -16,12 +19,13 @@ M=23 # 4 KiB reads
 make_image "$MP_TMP/disk.img" 8M
 start_upstream a file "$MP_TMP/disk.img"
 
-write_config() { # FILE METRICS-LINE
+write_config() { # FILE METRICS-LINE [MORE-YAML]
   cat >"$1" <<YAML
 paths:
   - { name: a, uri: "$(upstream_uri a)" }
 checker: { interval: 200ms }
 $2
+${3:-}
 YAML
 }
 
@@ -58,8 +62,10 @@ check_scrape() { # FILE: the numbers the workload must have produced
   assert_eq "$N" "$v" "client write requests"
   v=$(metric "$f" 'nbd_multipath_op_bytes_total{op="write"}')
   assert_eq "$((N * 4096))" "$v" "client write bytes"
-  v=$(metric "$f" 'nbd_multipath_op_errors_total{op="write"}')
-  assert_eq 0 "$v" "client write errors"
+  for e in EIO ENOSPC EPERM other; do
+    v=$(metric "$f" "nbd_multipath_op_errors_total{op=\"write\",errno=\"$e\"}")
+    assert_eq 0 "$v" "client write errors ($e)"
+  done
   v=$(metric "$f" 'nbd_multipath_op_requests_total{op="read"}')
   ((v >= M)) || fail "client read requests: expected at least $M, got $v"
   v=$(metric "$f" 'nbd_multipath_path_requests_total{path="a",group="default"}')
@@ -72,6 +78,46 @@ check_scrape() { # FILE: the numbers the workload must have produced
   assert_eq 1 "$v" "serving group"
   v=$(metric "$f" 'nbd_multipath_failed_requests_total')
   assert_eq 0 "$v" "failed requests"
+}
+
+# lint FILE: promtool's linter has nothing to say about the exposition.
+lint() {
+  promtool check metrics <"$1" >"$1.lint" 2>&1 ||
+    fail "promtool check metrics on ${1##*/}: $(cat "$1.lint")"
+  [[ ! -s $1.lint ]] || fail "promtool check metrics on ${1##*/} printed: $(cat "$1.lint")"
+}
+
+# check_histograms FILE: in every *_bucket series, le ascends and the counts
+# never fall; the +Inf bucket equals the series' _count. Prints the number
+# of series checked.
+check_histograms() {
+  awk '
+    function fail(msg) { print FILENAME ": " msg > "/dev/stderr"; bad = 1 }
+    /^#/ { next }
+    $1 ~ /_bucket\{/ {
+      series = $1; sub(/,?le="[^"]*"/, "", series); sub(/_bucket\{/, "{", series)
+      sub(/\{\}$/, "", series)
+      match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
+      lev = (le == "+Inf") ? "inf" : le + 0
+      if (series in last_le) {
+        if (last_le[series] == "inf" || (lev != "inf" && lev <= last_le[series]))
+          fail("le does not ascend in " $1)
+        if ($2 + 0 < last_n[series]) fail("bucket count falls in " $1)
+      } else n++
+      last_le[series] = lev; last_n[series] = $2 + 0
+      if (le == "+Inf") inf[series] = $2 + 0
+      next
+    }
+    $1 ~ /_count(\{|$)/ { c = $1; sub(/_count/, "", c); count[c] = $2 + 0 }
+    END {
+      for (s in last_le) {
+        if (!(s in inf)) fail("no +Inf bucket for " s)
+        else if (!(s in count)) fail("no _count for " s)
+        else if (inf[s] != count[s]) fail("+Inf " inf[s] " != _count " count[s] " for " s)
+      }
+      if (bad) exit 1
+      print n
+    }' "$1"
 }
 
 # ---- over the Unix socket
@@ -87,6 +133,7 @@ curl -sS --max-time 10 --unix-socket "$MSOCK" -D "$MP_TMP/unix.head" \
 assert_contains "$MP_TMP/unix.head" '^HTTP/1\.[01] 200 '
 assert_contains "$MP_TMP/unix.head" '^Content-Type: text/plain; version=0\.0\.4'
 check_scrape "$MP_TMP/unix.prom"
+lint "$MP_TMP/unix.prom"
 
 code=$(curl -sS --max-time 10 --unix-socket "$MSOCK" -o /dev/null -w '%{http_code}' \
   http://localhost/other) || fail "curl of /other failed"
@@ -126,6 +173,52 @@ code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "http://$addr/") ||
   fail "curl of / failed"
 assert_eq 404 "$code" "status of /"
 shutdown_multipath mptcp
+
+# ---- two paths, one failing with EIO under traffic: every family populated
+make_image "$MP_TMP/disk2.img" 8M
+start_upstream e --filter=error file "$MP_TMP/disk2.img" error-rate=100% \
+  error-file="$(error_file e)"
+start_upstream f file "$MP_TMP/disk2.img"
+MSOCK2=$MP_TMP/metrics2.sock
+cat >"$MP_TMP/two.yaml" <<YAML
+paths:
+  - { name: e, uri: "$(upstream_uri e)" }
+  - { name: f, uri: "$(upstream_uri f)" }
+selector: round-robin
+checker: { interval: 200ms }
+durability: { shared-cache: true }
+metrics: { socket: "$MSOCK2" }
+YAML
+start_multipath two config="$MP_TMP/two.yaml"
+scrape2() { curl -sS --max-time 10 --unix-socket "$MSOCK2" -o "$1" http://localhost/metrics; }
+workload "$(mp_uri two)" || fail "the workload on two healthy paths failed"
+inject_errors e
+workload "$(mp_uri two)" || fail "the workload with path e failing failed"
+e_failed() {
+  scrape2 "$MP_TMP/two.prom" &&
+    grep -qxF 'nbd_multipath_path_state{path="e",group="default",state="failed"} 1' "$MP_TMP/two.prom"
+}
+wait_for "path e to be failed in the metrics" 10 e_failed
+scrape2 "$MP_TMP/two.prom" || fail "scraping the two-path server failed"
+lint "$MP_TMP/two.prom"
+series=$(check_histograms "$MP_TMP/two.prom") || fail "the latency histograms are malformed"
+((series == 6 + 2)) || fail "expected 8 latency histogram series (6 request types, 2 paths), got $series"
+v=$(metric "$MP_TMP/two.prom" 'nbd_multipath_op_latency_seconds_count{op="write"}')
+assert_eq "$((2 * N))" "$v" "writes in the write latency histogram"
+assert_eq "$((2 * N))" "$(metric "$MP_TMP/two.prom" 'nbd_multipath_op_requests_total{op="write"}')" \
+  "client write requests on two paths"
+v=$(metric "$MP_TMP/two.prom" 'nbd_multipath_op_latency_seconds_bucket{op="write",le="10"}')
+assert_eq "$((2 * N))" "$v" "writes within 10 s"
+v=$(metric "$MP_TMP/two.prom" 'nbd_multipath_op_latency_seconds_sum{op="write"}')
+awk -v s="$v" 'BEGIN { exit !(s > 0 && s < 60) }' || fail "write latency sum $v s is not in (0, 60)"
+v=$(metric "$MP_TMP/two.prom" 'nbd_multipath_path_errors_total{path="e",group="default",error="eio"}')
+((v >= 1)) || fail "path e EIO errors: expected at least 1, got $v"
+assert_eq 0 "$(metric "$MP_TMP/two.prom" 'nbd_multipath_op_errors_total{op="write",errno="EIO"}')" \
+  "client write EIO errors (failed over to f)"
+v=$(metric "$MP_TMP/two.prom" 'nbd_multipath_path_latency_seconds_count{path="f",group="default"}')
+((v >= N)) || fail "path f attempts in its latency histogram: expected at least $N, got $v"
+assert_contains "$MP_TMP/two.prom" '^nbd_multipath_build_info\{version="[^"]+",nbdkit="[^"]+",libnbd="[^"]+",libiscsi="[^"]+".*\} 1$'
+shutdown_multipath two
 
 # ---- a non-loopback listen address is refused, and says why
 write_config "$MP_TMP/bad.yaml" "metrics: { listen: 0.0.0.0:9100 }"

@@ -85,8 +85,8 @@ struct FakeControlApi : ControlApi {
     EngineInfo e;
     e.requests = 42;
     e.queueing = queueing;
-    e.ops.push_back({"read", 40, 163840, 0, 0, 0, 0, 0, 100.5, 900});
-    e.ops.push_back({"write", 2, 8192, 1, 1, 0, 0, 0, 300, 3000});
+    e.ops.push_back({"read", 40, 163840, 0, 0, 0, 0, 0, 100.5, 900, {}});
+    e.ops.push_back({"write", 2, 8192, 1, 1, 0, 0, 0, 300, 3000, {}});
     return e;
   }
   std::vector<Event> show_events() override {

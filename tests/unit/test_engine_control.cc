@@ -200,6 +200,22 @@ TEST_CASE("engine control: show paths reports each path's fields and counters") 
   CHECK(pi.latency_p50_us > 0);
   CHECK(pi.latency_p99_us > 4000);
   CHECK(pi.latency_p99_us < 6000);
+  // The same attempts in the Prometheus form: the 5 ms read in le 5 ms, not
+  // in le 2.5 ms; every completed attempt counted once.
+  CHECK(pi.latency.count == 2);
+  CHECK(pi.latency.sum_seconds >= 0.005);
+  int bounds_seen = 0;
+  for (std::size_t b = 0; b < pi.latency.upper_bounds.size(); ++b) {
+    if (pi.latency.upper_bounds[b] == 0.0025) {
+      CHECK(pi.latency.cumulative[b] == 1);
+      bounds_seen++;
+    }
+    if (pi.latency.upper_bounds[b] == 0.005) {
+      CHECK(pi.latency.cumulative[b] == 2);
+      bounds_seen++;
+    }
+  }
+  CHECK(bounds_seen == 2);
 
   // A timed-out attempt: a timeout, a failover and a failure, not an error.
   auto r2 = make_req(h.rt, Op::Read, kX + kLen, kLen);
@@ -306,6 +322,9 @@ TEST_CASE("engine control: show stats counts each request type, and the no-path 
   CHECK(rd.errors == 0);
   CHECK(rd.latency_p50_us > 1000);
   CHECK(rd.latency_p99_us > 1000);
+  CHECK(rd.latency.count == rd.requests);  // one client-visible latency per request
+  CHECK(rd.latency.sum_seconds == doctest::Approx(0.004));
+  CHECK(op_stats(e, "write").latency.count == 2);  // the failed one too
   auto wr = op_stats(e, "write");
   CHECK(wr.requests == 2);
   CHECK(wr.bytes == 2 * kLen);
@@ -639,6 +658,8 @@ TEST_CASE("engine control: reset stats zeroes the counters") {
     CHECK(o.bytes == 0);
     CHECK(o.errors == 0);
     CHECK(o.latency_p50_us == 0);
+    CHECK(o.latency.count == 0);
+    CHECK(o.latency.sum_seconds == 0);
   }
   for (const auto& p : h.engine->show_paths()) {
     CHECK(p.requests == 0);
@@ -647,6 +668,7 @@ TEST_CASE("engine control: reset stats zeroes the counters") {
     CHECK(p.failures == 0);
     CHECK(p.reinstatements == 0);
     CHECK(p.latency_p99_us == 0);
+    CHECK(p.latency.count == 0);
   }
   CHECK(state_of(h, "A") == "failed");  // states are not counters
   CHECK(has_event(h, "engine", "reset-stats", "operator"));

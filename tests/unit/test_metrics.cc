@@ -1,6 +1,7 @@
 // Unit tests for server/metrics: the Prometheus text and the HTTP endpoint on a Unix socket and
 // TCP.
 #include <doctest/doctest.h>
+#include <prometheus/check_names.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,7 +27,10 @@
 #include <vector>
 
 #include "server/control_api.h"
+#include "server/latency.h"
 #include "server/metrics.h"
+#include "server/metrics_server.h"
+#include "server/versions.h"
 #include "tests/unit/no_descriptors.h"
 
 using namespace std::chrono_literals;
@@ -79,8 +83,15 @@ FakeApi make_api() {
   e.reapplied = 7;
   e.unshadowed = 8;
   e.shadow_bytes = 4096;
-  e.ops = {mp::OpCounters{"read", 10, 40960, 1, 1, 0, 0, 0, 1500, 25000},
-           mp::OpCounters{"write", 20, 81920, 0, 0, 0, 0, 0, 250, 1000}};
+  e.ops = {mp::OpCounters{"read", 10, 40960, 4, 1, 0, 1, 2, 1500, 25000, {}},
+           mp::OpCounters{"write", 20, 81920, 0, 0, 0, 0, 0, 250, 1000, {}}};
+  // Reads: 30 µs, 50 µs (on a bound: counts in it), 70 µs, 3 ms, 20 s (past
+  // the last bound: only +Inf).
+  mp::Latency reads;
+  for (auto d : {30us, 50us, 70us, 3000us}) reads.add(d);
+  reads.add(20s);
+  e.ops[0].latency = reads.histogram();
+  e.ops[1].latency = mp::Latency().histogram();
   api.groups = {mp::GroupInfo{"fast", 10, true, {"a", "c"}},
                 mp::GroupInfo{"slow", 0, false, {"b"}}};
   mp::PathInfo a;
@@ -96,18 +107,27 @@ FakeApi make_api() {
   a.failovers = 3;
   a.failures = 4;
   a.reinstatements = 5;
+  a.errors = 3;
+  a.transport_errors = 1;
+  a.eio_errors = 2;
   a.latency_p50_us = 1000;
   a.latency_p99_us = 2500;
+  mp::Latency attempts;
+  attempts.add(1ms);
+  attempts.add(2ms);
+  a.latency = attempts.histogram();
   a.abandoned_pending = 1;
   mp::PathInfo b;
   b.name = "b";
   b.group = "slow";
   b.state = "failed";
   b.requests = 7;
+  b.latency = mp::Latency().histogram();
   mp::PathInfo c;
   c.name = "we\"ird\\x";
   c.group = "fa\nst";
   c.state = "removed";
+  c.latency = mp::Latency().histogram();
   api.paths = {a, b, c};
   return api;
 }
@@ -154,16 +174,17 @@ TEST_CASE("render_metrics: engine, group, op and path samples") {
            "nbd_multipath_op_requests_total{op=\"write\"} 20",
            "nbd_multipath_op_bytes_total{op=\"read\"} 40960",
            "nbd_multipath_op_bytes_total{op=\"write\"} 81920",
-           "nbd_multipath_op_errors_total{op=\"read\"} 1",
-           "nbd_multipath_op_errors_total{op=\"write\"} 0",
-           "nbd_multipath_op_latency_p50_seconds{op=\"read\"} 0.0015",
-           "nbd_multipath_op_latency_p99_seconds{op=\"read\"} 0.025",
-           "nbd_multipath_op_latency_p50_seconds{op=\"write\"} 0.00025",
-           "nbd_multipath_op_latency_p99_seconds{op=\"write\"} 0.001",
+           "nbd_multipath_op_errors_total{op=\"read\",errno=\"EIO\"} 1",
+           "nbd_multipath_op_errors_total{op=\"read\",errno=\"ENOSPC\"} 0",
+           "nbd_multipath_op_errors_total{op=\"read\",errno=\"EPERM\"} 1",
+           "nbd_multipath_op_errors_total{op=\"read\",errno=\"other\"} 2",
+           "nbd_multipath_op_errors_total{op=\"write\",errno=\"EIO\"} 0",
            "nbd_multipath_path_requests_total{path=\"a\",group=\"fast\"} 120",
            "nbd_multipath_path_requests_total{path=\"b\",group=\"slow\"} 7",
            "nbd_multipath_path_bytes_total{path=\"a\",group=\"fast\"} 491520",
-           "nbd_multipath_path_errors_total{path=\"a\",group=\"fast\"} 1",
+           "nbd_multipath_path_errors_total{path=\"a\",group=\"fast\",error=\"transport\"} 1",
+           "nbd_multipath_path_errors_total{path=\"a\",group=\"fast\",error=\"eio\"} 2",
+           "nbd_multipath_path_errors_total{path=\"b\",group=\"slow\",error=\"eio\"} 0",
            "nbd_multipath_path_timeouts_total{path=\"a\",group=\"fast\"} 2",
            "nbd_multipath_path_failovers_total{path=\"a\",group=\"fast\"} 3",
            "nbd_multipath_path_failures_total{path=\"a\",group=\"fast\"} 4",
@@ -171,9 +192,12 @@ TEST_CASE("render_metrics: engine, group, op and path samples") {
            "nbd_multipath_path_abandoned_writes_pending{path=\"a\",group=\"fast\"} 1",
            "nbd_multipath_path_inflight{path=\"a\",group=\"fast\"} 3",
            "nbd_multipath_path_inflight{path=\"b\",group=\"slow\"} 0",
-           "nbd_multipath_path_latency_p50_seconds{path=\"a\",group=\"fast\"} 0.001",
-           "nbd_multipath_path_latency_p99_seconds{path=\"a\",group=\"fast\"} 0.0025",
-           "nbd_multipath_path_latency_p50_seconds{path=\"b\",group=\"slow\"} 0",
+           "nbd_multipath_path_latency_seconds_bucket{path=\"a\",group=\"fast\",le=\"0.001\"} 1",
+           "nbd_multipath_path_latency_seconds_bucket{path=\"a\",group=\"fast\",le=\"0.0025\"} 2",
+           "nbd_multipath_path_latency_seconds_bucket{path=\"a\",group=\"fast\",le=\"+Inf\"} 2",
+           "nbd_multipath_path_latency_seconds_count{path=\"a\",group=\"fast\"} 2",
+           "nbd_multipath_path_latency_seconds_sum{path=\"a\",group=\"fast\"} 0.003",
+           "nbd_multipath_path_latency_seconds_count{path=\"b\",group=\"slow\"} 0",
        }) {
     CHECK_MESSAGE(has_line(lines, expected), expected);
   }
@@ -215,29 +239,26 @@ TEST_CASE("render_metrics: label values are escaped") {
 
 TEST_CASE("render_metrics: the exposition format's structure") {
   FakeApi api = make_api();
-  api.paths[0].latency_p99_us = std::numeric_limits<double>::quiet_NaN();
-  api.paths[1].latency_p99_us = std::numeric_limits<double>::infinity();
   const std::string text = mp::render_metrics(api);
   INFO(text);
   REQUIRE(!text.empty());
   CHECK(text.back() == '\n');
   const auto lines = lines_of(text);
-  CHECK(has_line(lines, "nbd_multipath_path_latency_p99_seconds{path=\"a\",group=\"fast\"} NaN"));
-  CHECK(has_line(lines, "nbd_multipath_path_latency_p99_seconds{path=\"b\",group=\"slow\"} +Inf"));
 
-  // # HELP, then # TYPE, then the family's samples; each family once.
+  // # HELP, then # TYPE, then the family's samples; each family once, each
+  // series (name and labels) once.
   const std::regex help(R"(# HELP (nbd_multipath_[a-z0-9_]+) [^\n]+)");
-  const std::regex type(R"(# TYPE (nbd_multipath_[a-z0-9_]+) (counter|gauge))");
-  const std::regex label(R"([a-z_]+="(?:[^"\\\n]|\\\\|\\"|\\n)*")");
+  const std::regex type(R"(# TYPE (nbd_multipath_[a-z0-9_]+) (counter|gauge|histogram))");
   const std::regex sample(
       R"(([a-z_:][a-z0-9_:]*)(?:\{((?:[a-z_]+="(?:[^"\\\n]|\\\\|\\"|\\n)*",?)*)\})? ([-+]?[0-9.e+-]+|NaN|[+-]Inf))");
-  std::set<std::string> seen;
+  std::set<std::string> seen, series;
   std::string current, current_type, after_help;
-  int families = 0, samples = 0;
+  int families = 0, samples = 0, histograms = 0;
   for (const auto& l : lines) {
     std::smatch m;
     if (std::regex_match(l, m, help)) {
       CHECK_MESSAGE(seen.insert(m[1]).second, "family twice: " << m[1]);
+      CHECK_MESSAGE(prometheus::CheckMetricName(m[1]), m[1]);
       after_help = m[1];
       current.clear();
       ++families;
@@ -246,27 +267,150 @@ TEST_CASE("render_metrics: the exposition format's structure") {
       current = m[1];
       current_type = m[2];
       if (current_type == "counter") CHECK_MESSAGE(current.ends_with("_total"), current);
+      if (current_type != "counter") CHECK_MESSAGE(!current.ends_with("_total"), current);
+      if (current_type == "histogram") {
+        CHECK_MESSAGE(current.ends_with("_seconds"), current);
+        ++histograms;
+      }
       after_help.clear();
     } else {
       REQUIRE_MESSAGE(std::regex_match(l, m, sample), "not a sample line: " << l);
-      CHECK_MESSAGE(m[1] == current, "sample outside its family: " << l);
+      std::string name = m[1];
+      if (current_type == "histogram")
+        for (const char* suffix : {"_bucket", "_sum", "_count"})
+          if (name == current + suffix) name = current;
+      CHECK_MESSAGE(name == current, "sample outside its family: " << l);
+      CHECK_MESSAGE(series.insert(l.substr(0, l.rfind(' '))).second, "series twice: " << l);
       ++samples;
     }
   }
   CHECK(families >= 30);
+  CHECK(histograms == 2);
   CHECK(samples > families);
   for (const char* name : {"nbd_multipath_path_state", "nbd_multipath_serving_group",
-                           "nbd_multipath_op_latency_p50_seconds", "nbd_multipath_queueing"})
+                           "nbd_multipath_op_latency_seconds", "nbd_multipath_path_latency_seconds",
+                           "nbd_multipath_build_info", "nbd_multipath_queueing"})
     CHECK_MESSAGE(seen.count(name) == 1, name);
+  // Gone: quantile gauges, and a metric name per error class.
+  for (const auto& name : seen) {
+    CHECK_MESSAGE(name.find("_p50_") == std::string::npos, name);
+    CHECK_MESSAGE(name.find("_p99_") == std::string::npos, name);
+    for (const char* kind : {"_eio_", "_nospc_", "_perm_", "_other_", "_transport_"})
+      CHECK_MESSAGE(name.find(kind) == std::string::npos, name);
+  }
+}
+
+TEST_CASE("render_metrics: the model's label names are valid and errors carry their class") {
+  FakeApi api = make_api();
+  const auto families = mp::MetricsCollector(api).Collect();
+  std::map<std::string, const prometheus::MetricFamily*> by_name;
+  for (const auto& f : families) {
+    by_name[f.name] = &f;
+    for (const auto& m : f.metric) {
+      std::set<std::string> names;
+      for (const auto& l : m.label) {
+        CHECK_MESSAGE(prometheus::CheckLabelName(l.name), f.name << " " << l.name);
+        CHECK_MESSAGE(names.insert(l.name).second, f.name << " repeats " << l.name);
+      }
+    }
+  }
+  // Summed over the errno label, a type's errors are its failed requests;
+  // each class is its own sample.
+  const auto* op_errors = by_name.at("nbd_multipath_op_errors_total");
+  std::map<std::string, double> per_op;
+  std::map<std::string, std::set<std::string>> classes;
+  for (const auto& m : op_errors->metric) {
+    std::string op, err;
+    for (const auto& l : m.label) (l.name == "op" ? op : l.name == "errno" ? err : op) = l.value;
+    per_op[op] += m.counter.value;
+    classes[op].insert(err);
+  }
+  for (const auto& o : api.engine.ops) {
+    CHECK_MESSAGE(per_op[o.op] == static_cast<double>(o.errors), o.op);
+    CHECK(classes[o.op] == std::set<std::string>{"EIO", "ENOSPC", "EPERM", "other"});
+  }
+  const auto* path_errors = by_name.at("nbd_multipath_path_errors_total");
+  double a_errors = 0;
+  for (const auto& m : path_errors->metric)
+    if (m.label.at(0).value == "a") {
+      CHECK(m.label.at(2).name == "error");
+      a_errors += m.counter.value;
+    }
+  CHECK(a_errors == static_cast<double>(api.paths[0].errors));
+}
+
+TEST_CASE("render_metrics: latency histograms are cumulative, with +Inf equal to the count") {
+  FakeApi api = make_api();
+  const std::string text = mp::render_metrics(api);
+  const auto lines = lines_of(text);
+  INFO(text);
+  const std::string r = "nbd_multipath_op_latency_seconds_bucket{op=\"read\",le=\"";
+  CHECK(has_line(lines, r + "5e-05\"} 2"));  // 30 µs and 50 µs: a bound is inclusive
+  CHECK(has_line(lines, r + "0.0001\"} 3"));
+  CHECK(has_line(lines, r + "0.0025\"} 3"));
+  CHECK(has_line(lines, r + "0.005\"} 4"));
+  CHECK(has_line(lines, r + "10\"} 4"));
+  CHECK(has_line(lines, r + "+Inf\"} 5"));  // 20 s
+  CHECK(has_line(lines, "nbd_multipath_op_latency_seconds_count{op=\"read\"} 5"));
+  CHECK(has_line(lines, "nbd_multipath_op_latency_seconds_sum{op=\"read\"} 20.00315"));
+  CHECK(has_line(lines, "nbd_multipath_op_latency_seconds_count{op=\"write\"} 0"));
+
+  // Every histogram series: the bounds ascend, the counts never fall, and the
+  // +Inf bucket is the count.
+  const std::regex bucket(R"re((nbd_multipath_[a-z_]+)_bucket\{(.*),le="([^"]+)"\} ([0-9]+))re");
+  std::map<std::string, std::vector<std::pair<double, std::uint64_t>>> buckets;
+  for (const auto& l : lines) {
+    std::smatch m;
+    if (!std::regex_match(l, m, bucket)) continue;
+    const double le = m[3] == "+Inf" ? std::numeric_limits<double>::infinity() : std::stod(m[3]);
+    buckets[m[1].str() + "{" + m[2].str() + "}"].emplace_back(le, std::stoull(m[4]));
+  }
+  CHECK(buckets.size() == 2 + 3);  // two request types, three paths
+  for (const auto& [key, list] : buckets) {
+    CHECK_MESSAGE(list.size() == mp::kLatencyBucketsNs.size() + 1, key);
+    for (std::size_t i = 1; i < list.size(); ++i) {
+      CHECK_MESSAGE(list[i - 1].first < list[i].first, key);
+      CHECK_MESSAGE(list[i - 1].second <= list[i].second, key);
+    }
+    const std::string count_line = key.substr(0, key.find('{')) + "_count" +
+                                   key.substr(key.find('{')) + " " +
+                                   std::to_string(list.back().second);
+    CHECK_MESSAGE(has_line(lines, count_line), count_line);
+    CHECK_MESSAGE(list.back().first == std::numeric_limits<double>::infinity(), key);
+  }
+}
+
+TEST_CASE("render_metrics: build info") {
+  FakeApi api;
+  const auto lines = lines_of(mp::render_metrics(api));
+  std::string libnbd;
+  for (const auto& [k, v] : mp::library_versions())
+    if (k == "libnbd_version") libnbd = v;
+  REQUIRE(!libnbd.empty());
+  CHECK(has_line(lines, "# TYPE nbd_multipath_build_info gauge"));
+  bool found = false;
+  for (const auto& l : lines)
+    if (l.starts_with("nbd_multipath_build_info{")) {
+      found = true;
+      CHECK(l.ends_with("} 1"));
+      CHECK(l.find(std::string("version=\"") + mp::version() + "\"") != std::string::npos);
+      CHECK(l.find(std::string("nbdkit=\"") + mp::nbdkit_build_version() + "\"") !=
+            std::string::npos);
+      CHECK(l.find("libnbd=\"" + libnbd + "\"") != std::string::npos);
+      CHECK(l.find("libiscsi=\"") != std::string::npos);
+    }
+  CHECK(found);
 }
 
 TEST_CASE("render_metrics: seconds are printed without conversion noise") {
   FakeApi api = make_api();
-  api.paths[0].latency_p50_us = 123.4;  // 123.4 / 1e6 is 0.00012340000000000002 in full
+  mp::Latency l;
+  l.add(123400ns);  // 123.4 µs: 0.00012340000000000002 s in full
+  api.paths[0].latency = l.histogram();
   api.engine.queued_no_path_ms = 123456789;
   const auto lines = lines_of(mp::render_metrics(api));
   CHECK(has_line(lines,
-                 "nbd_multipath_path_latency_p50_seconds{path=\"a\",group=\"fast\"} 0.0001234"));
+                 "nbd_multipath_path_latency_seconds_sum{path=\"a\",group=\"fast\"} 0.0001234"));
   CHECK(has_line(lines, "nbd_multipath_queued_no_path_seconds_total 123456.789"));
 }
 
@@ -278,6 +422,7 @@ TEST_CASE("render_metrics: nothing configured yet still renders every family") {
   CHECK(has_line(lines, "nbd_multipath_queueing 0"));
   CHECK(has_line(lines, "nbd_multipath_queued_no_path_seconds_total 0"));
   CHECK(has_line(lines, "# TYPE nbd_multipath_path_state gauge"));
+  CHECK(has_line(lines, "# TYPE nbd_multipath_path_latency_seconds histogram"));
   CHECK(text.find("nbd_multipath_path_state{") == std::string::npos);
 }
 

@@ -179,8 +179,11 @@ raw nbdinfo --size nbd://upstream-b >/dev/null || fail "upstream-b should still 
 wait_for "multipath to take upstream-a out" 15 not path_is upstream-a active
 n=$(progress)
 wait_for "client I/O to go on over upstream-b" 20 progress_over $((n + 500))
-on_upstream_side nft list table inet mp_fault | grep -Eq 'counter packets [1-9]' ||
-  fail "the blackhole dropped no packet"
+# Read the whole listing first: with pipefail, a `| grep -q` that stops
+# reading at its first match fails the pipeline whenever podman exec writes
+# again after that (SIGPIPE), as one run showed.
+rules=$(on_upstream_side nft list table inet mp_fault)
+grep -Eq 'counter packets [1-9]' <<<"$rules" || fail "the blackhole dropped no packet: $rules"
 on_upstream_side nft delete table inet mp_fault
 mp_log "upstream-a healed"
 wait_for "upstream-a reinstated" 20 path_is upstream-a active

@@ -203,7 +203,7 @@ class Engine final : public ControlApi, private PathListener {
   void admit(Request& r);  // a new request's bookkeeping (tag, deadline, epoch)
   void dispatch(Request& r);
   void dispatch_flush(Request& r);
-  bool send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
+  Attempt* send(Request* r, PathSlot& s, const Command& cmd, std::shared_ptr<std::byte[]> buf);
   void attempt_done(Attempt& a, PathResult result, int err);
   void attempt_timeout(Attempt& a);
   void abandon(Attempt& a);

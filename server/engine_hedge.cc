@@ -73,10 +73,8 @@ void Engine::hedge_due(Request& r) {
                            first->cfg.name + " to path " + target->cfg.name);
   Command cmd{Op::Read, r.offset, r.count, r.flags, nullptr};
   // Refused: the target is failed now; the first attempt goes on alone.
-  if (send(&r, *target, cmd, std::make_shared_for_overwrite<std::byte[]>(r.count))) {
-    for (Attempt* a = target->inflight; a; a = a->next)
-      if (a->req == &r) a->hedge = true;
-  }
+  if (Attempt* a = send(&r, *target, cmd, std::make_shared_for_overwrite<std::byte[]>(r.count)))
+    a->hedge = true;
 }
 
 // Where a hedge of `r` may go: an active path of the serving group, not

@@ -92,9 +92,9 @@ void Engine::dispatch_flush(Request& r) {
   if (r.pending == 0 && r.retry_needed) retry(r);
 }
 
-// Sends one attempt. False when the path refused it: the path is failed then,
-// and the caller decides what happens to the request.
-bool Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std::byte[]> buf) {
+// Sends one attempt and returns it. Null when the path refused it: the path
+// is failed then, and the caller decides what happens to the request.
+Attempt* Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std::byte[]> buf) {
   auto* a = new Attempt;
   a->engine = this;
   a->slot = &s;
@@ -109,7 +109,7 @@ bool Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std
     delete a;
     if (!r) s.probing = false;
     take_down(s, "submit failed: no connection");
-    return false;
+    return nullptr;
   }
   link(s.inflight, a);
   s.inflight_count++;
@@ -125,7 +125,7 @@ bool Engine::send(Request* r, PathSlot& s, const Command& c, std::shared_ptr<std
     a->timer = {};
     attempt_timeout(*a);
   });
-  return true;
+  return a;
 }
 
 // An attempt leaves its path's in-flight list; its request is retried

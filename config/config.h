@@ -47,7 +47,7 @@ struct Group {
 };
 
 struct Selector {
-  SelectorKind kind = SelectorKind::ServiceTime;
+  SelectorKind kind = SelectorKind::Latency;
 };
 
 struct Timeouts {

@@ -14,7 +14,7 @@ inline constexpr char kHelp[] =
     "                            nbds://..., nbd+unix:///[EXPORT]?socket=SOCK, nbds+unix://...,\n"
     "                            iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN\n"
     "selector=round-robin|queue-length|service-time|latency   Path selector (default "
-    "service-time).\n"
+    "latency).\n"
     "timeout=DURATION            Per-attempt timer, e.g. 500ms, 2s (default 2s).\n"
     "request-timeout=DURATION    Overall deadline of a request (default 30s).\n"
     "connect-timeout=DURATION    Connect + handshake + probe of a path (default 5s).\n"

@@ -18,7 +18,7 @@ make_image "$MP_TMP/disk.img" 64M
 start_upstream a file "$MP_TMP/disk.img"
 start_upstream b file "$MP_TMP/disk.img"
 MP_VERBOSE=1 start_multipath mp "$(upstream_uri a)" "$(upstream_uri b)" \
-  selector=service-time timeout=500ms connect-timeout=500ms shared-cache=true
+  selector=latency timeout=500ms connect-timeout=500ms shared-cache=true
 log=$(server_log mp)
 
 secs() { _mp_clock; echo $(((_mp_now - t0) / 1000)); }  # ms since the workload started

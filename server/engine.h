@@ -186,7 +186,7 @@ class Engine final : public ControlApi, private PathListener {
   void connect_path(PathSlot& s, const std::string& why = "");
   void take_down(PathSlot& s, const std::string& reason);
   void schedule_reconnect(PathSlot& s);
-  void probe(PathSlot& s);
+  void probe(PathSlot& s, std::uint32_t want = 0);  // a read of `want` bytes, or the smallest
   void probe_done(PathSlot& s, bool ok, const std::string& why);
   void try_reinstate(PathSlot& s);
   void arm_checker();

@@ -129,7 +129,7 @@ void Engine::lost_reply(Attempt& a, PathResult result) {
   group_of(s).selector->end_io(s.id, a.cmd.count, a.start);
   if (result == PathResult::Ok) {
     s.latency.add(s.last_io - a.start);
-    outlier_.record(s.id, s.last_io, s.last_io - a.start);
+    outlier_.record(s.id, s.last_io, s.last_io - a.start, a.cmd.count);
     hedge_.record(s.last_io - a.start);
   }
   delete &a;

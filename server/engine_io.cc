@@ -204,7 +204,7 @@ void Engine::attempt_done(Attempt& a, PathResult result, int err) {
   s.last_io = rt_.now();
   s.latency.add(s.last_io - a.start);
   if (result == PathResult::Ok && a.cmd.op != Op::Flush)
-    outlier_.record(s.id, s.last_io, s.last_io - a.start);
+    outlier_.record(s.id, s.last_io, s.last_io - a.start, a.cmd.count);
   if (result == PathResult::Ok && a.cmd.op == Op::Read && a.req && !a.req->internal)
     hedge_.record(s.last_io - a.start);
   group_of(s).selector->end_io(s.id, a.cmd.count, a.start);

@@ -62,7 +62,7 @@ void Engine::outlier_tick() {
       if (s->group != g || s->probing || s->removing) continue;
       if (s->state == PathState::Marginal ||
           (s->state == PathState::Active && outlier_.wants_probe(s->id, now, members)))
-        probe(*s);
+        probe(*s, outlier_.probe_bytes(s->id, now, members));  // sized like the peers' requests
     }
   }
   arm_outlier();

@@ -187,9 +187,13 @@ void Engine::schedule_reconnect(PathSlot& s) {
   });
 }
 
-void Engine::probe(PathSlot& s) {
-  std::uint32_t len = static_cast<std::uint32_t>(
-      std::min<std::uint64_t>(std::max<std::uint32_t>(disk_.min_block, 512), disk_.size));
+void Engine::probe(PathSlot& s, std::uint32_t want) {
+  // The smallest read the disk takes, or `want` rounded down to whole blocks
+  // within the disk and its largest request.
+  const std::uint32_t block = std::max<std::uint32_t>(disk_.min_block, 512);
+  want = std::min(want, disk_.max_request) / block * block;
+  std::uint32_t len =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(std::max(block, want), disk_.size));
   if (len == 0) {  // an empty disk has nothing to read: the handshake is the probe
     probe_done(s, true, "");
     return;

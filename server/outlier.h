@@ -11,10 +11,15 @@
 // active path of a group is never made marginal.
 //
 // Rules, with the configuration's names (config::Outlier):
+// * like is compared with like: replies are kept by request size class
+//   (up to 4 KiB, 16 KiB, 64 KiB, 256 KiB, 1 MiB, 4 MiB, larger), and a path
+//   is judged in the class where it has the most replies among those its
+//   peers have enough replies in too (a 1 MiB read is not slower than a
+//   512-byte probe because its path is slow);
 // * a verdict needs evidence: the path and each peer it is compared with
-//   have at least min-samples replies in the last `window`;
+//   have at least min-samples replies of that class in the last `window`;
 // * made marginal: an active path whose median is above `ratio` x its peers'
-//   (the median of the other active paths' medians) and at least
+//   (the median of the other active paths' medians, in the same class) and at least
 //   `min-difference` above it; only while that leaves at least one active path
 //   in the group and at most `max-share` percent of its paths marginal;
 // * re-admitted: after base-ejection-time x (times made marginal), capped at
@@ -28,6 +33,7 @@
 // a test's); time comes in as arguments, so tests need no clock.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -43,6 +49,12 @@ namespace mp {
 class OutlierDetector {
  public:
   static constexpr std::size_t kMaxSamples = 4096;
+  static constexpr unsigned kClasses = 7;  // request size classes, see size_class()
+
+  // 0: up to 4 KiB, 1: up to 16 KiB, ... 5: up to 4 MiB, 6: larger.
+  static unsigned size_class(std::uint32_t bytes);
+  // The largest request of class c (for the last class: 16 MiB).
+  static std::uint32_t class_bytes(unsigned c) { return 4096u << (2 * c); }
 
   // One path of a group as the engine sees it now.
   struct Member {
@@ -68,8 +80,9 @@ class OutlierDetector {
   explicit OutlierDetector(const config::Outlier& cfg) : cfg_(cfg) {}
   void configure(const config::Outlier& cfg) { cfg_ = cfg; }
 
-  // A successful reply of `latency` on path id, at `now`.
-  void record(PathId id, Clock::time_point now, std::chrono::nanoseconds latency);
+  // A successful reply of `latency` to a request of `bytes` on path id, at `now`.
+  void record(PathId id, Clock::time_point now, std::chrono::nanoseconds latency,
+              std::uint32_t bytes);
   // The decisions for one group, in order. Made-marginal decisions respect
   // the share cap and leave at least one active path, counting the ones
   // already decided in this call.
@@ -85,13 +98,20 @@ class OutlierDetector {
   // True when an active path has too few samples in the window to be judged
   // while a peer has enough: the engine measures it with probe reads.
   bool wants_probe(PathId id, Clock::time_point now, const std::vector<Member>& group);
+  // The size of a probe read that measures path id against its peers: the
+  // largest request of the class the other active paths carry most of now
+  // (0: no peer has replies in the window; probe with the smallest read).
+  std::uint32_t probe_bytes(PathId id, Clock::time_point now, const std::vector<Member>& group);
   Stats stats(PathId id, Clock::time_point now);
 
  private:
   struct Sample {
     Clock::time_point at;
     double us;
+    std::uint8_t cls;  // size_class() of the request
   };
+  // Per-class reply counts in the window at or after `since`.
+  using Counts = std::array<std::size_t, kClasses>;
   struct PathData {
     std::deque<Sample> samples;  // oldest first, within the window (pruned lazily)
     unsigned ejections = 0;
@@ -100,10 +120,24 @@ class OutlierDetector {
   };
 
   void prune(PathData& d, Clock::time_point now) const;
-  // Median of the samples in the window at or after `since`; 0 when fewer than min_samples.
-  double median(PathData& d, Clock::time_point now, Clock::time_point since = {});
-  // Median of the other active members' medians; 0 when none has enough samples.
-  double peers(PathId self, Clock::time_point now, const std::vector<Member>& group);
+  Counts counts(PathData& d, Clock::time_point now, Clock::time_point since = {});
+  // Median of class `cls`'s samples in the window at or after `since`; 0
+  // when fewer than min_samples.
+  double median(PathData& d, Clock::time_point now, unsigned cls, Clock::time_point since = {});
+  // Median of the other active members' medians in class `cls`; 0 when none
+  // has enough samples.
+  double peers(PathId self, Clock::time_point now, const std::vector<Member>& group, unsigned cls);
+  // The class to judge path self in, from its counts: the one with the most
+  // samples (at least min_samples) that has a peer reference; the path's
+  // median and the reference come back too. False when there is none.
+  struct Comparison {
+    unsigned cls = 0;
+    double mine = 0, ref = 0;
+    std::size_t samples = 0;
+  };
+  unsigned peer_class(PathId self, Clock::time_point now, const std::vector<Member>& group);
+  bool compare(PathId self, Clock::time_point now, const std::vector<Member>& group,
+               Clock::time_point since, bool need_ref, Comparison* out);
   Clock::duration ejection_time(const PathData& d) const;
 
   config::Outlier cfg_;

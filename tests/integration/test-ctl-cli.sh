@@ -52,7 +52,7 @@ LC_ALL=C ctl show topology >"$MP_TMP/topo.txt"
 LC_ALL=C ctl show paths >>"$MP_TMP/topo.txt"
 if LC_ALL=C grep -nP '[^\x00-\x7f]' "$MP_TMP/topo.txt"; then fail "non-ASCII output under LC_ALL=C"; fi
 assert_contains "$MP_TMP/topo.txt" '^disk  .*size=4\.0MiB \(4194304 bytes\)  block=[0-9]+  rw$'
-assert_contains "$MP_TMP/topo.txt" '^selector=service-time  no-path=queue \(queueing on, 0 waiting\)  failback=immediate$'
+assert_contains "$MP_TMP/topo.txt" '^selector=latency  no-path=queue \(queueing on, 0 waiting\)  failback=immediate$'
 assert_contains "$MP_TMP/topo.txt" '^fast  priority 10  serving$'
 assert_contains "$MP_TMP/topo.txt" '^slow  priority 0  standby$'
 assert_contains "$MP_TMP/topo.txt" '^`-- a  active  nbd\+unix://'

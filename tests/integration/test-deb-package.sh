@@ -4,7 +4,8 @@
 # the unit, the docs and the examples; extracted into a throwaway root, the
 # installed plugin and CLI run a two-path disk. A build of the installed
 # targets (a few minutes): label "package", run with ctest -L package, which
-# scripts/test.sh does in its default variant.
+# scripts/test.sh does in its default variant. With MP_DEBS_DIR set, the
+# .deb is left in MP_DEBS_DIR/debs/ for container/test-podman.sh.
 source "$(dirname "$0")/functions.sh"
 mp_init
 mp_require dpkg-buildpackage dpkg-deb git nbdkit
@@ -53,3 +54,10 @@ start_multipath mp "$(upstream_uri a)" "$(upstream_uri b)" shared-cache=true
 write_pattern "$(mp_uri mp)" 7 4M
 verify_pattern "$(mp_uri mp)" 7 4M
 "$root/usr/bin/nbd-multipath-ctl" --version | grep -q '^nbd-multipath-ctl ' || fail "the packaged CLI"
+# Handed on to the container test (scripts/test.sh sets MP_DEBS_DIR), which
+# installs this package in its images instead of building it again.
+if [[ -n ${MP_DEBS_DIR:-} ]]; then
+  rm -rf "$MP_DEBS_DIR/debs" && mkdir -p "$MP_DEBS_DIR/debs"
+  cp "$deb" "$MP_DEBS_DIR/debs/"
+  mp_log "package kept for the container test in $MP_DEBS_DIR/debs"
+fi

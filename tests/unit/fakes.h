@@ -247,6 +247,10 @@ inline config::Config make_config(std::initializer_list<const char*> names = {"A
   c.failover.reconnect_max = 800ms;
   c.no_path.max_time = 5000ms;
   c.checker.interval = 1h;
+  // service-time, not the default latency selector: these tests expect its
+  // deterministic picks (an idle path by throughput, equal ones in turn).
+  // The latency selector draws two paths at random; it has its own tests.
+  c.selector.kind = config::SelectorKind::ServiceTime;
   // Hedged reads would send a second copy of any read a test keeps waiting:
   // off here; tests/unit/test_engine_hedge.cc turns them on.
   c.hedge.enabled = false;

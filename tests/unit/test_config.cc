@@ -168,7 +168,7 @@ TEST_CASE("a file with only paths gets every default") {
   REQUIRE(c.groups.size() == 1);
   CHECK(c.groups[0].name == "default");
   CHECK(c.groups[0].priority == 0);
-  CHECK(c.selector.kind == SelectorKind::ServiceTime);
+  CHECK(c.selector.kind == SelectorKind::Latency);
   CHECK(c.timeouts.attempt == 2s);
   CHECK(c.timeouts.request == 30s);
   CHECK(c.timeouts.connect == 5s);
@@ -1031,7 +1031,7 @@ TEST_CASE("from_quick_args") {
     REQUIRE(c.groups.size() == 1);
     CHECK(c.groups[0].name == "default");
     CHECK(c.groups[0].priority == 0);
-    CHECK(c.selector.kind == SelectorKind::ServiceTime);
+    CHECK(c.selector.kind == SelectorKind::Latency);
     CHECK(c.timeouts.attempt == 2s);
     CHECK(c.timeouts.request == 30s);
     CHECK(c.no_path.policy == NoPathPolicy::Queue);
@@ -1499,7 +1499,7 @@ timeouts: { attempt: 1s }
   CHECK(get(s, "paths.b.weight") == "3");
   CHECK(get(s, "timeouts.attempt") == "1s");
   CHECK(get(s, "timeouts.request") == "30s");
-  CHECK(get(s, "selector") == "service-time");
+  CHECK(get(s, "selector") == "latency");
   CHECK(get(s, "stale-writes.max-bytes") == "64MiB");
   CHECK(get(s, "durability.max-dirty-ranges") == "16384");
   CHECK(get(s, "outlier.enabled") == "true");

@@ -1219,6 +1219,7 @@ constexpr const char* kYamlAB = R"(paths:
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
 hedge: { enabled: false }  # as make_config
+selector: service-time     # as make_config
 )";
 
 TEST_CASE("engine control: reload without a configuration file is an error") {
@@ -1325,6 +1326,7 @@ TEST_CASE("engine control: reload applies only the finished configuration, when 
 timeouts: { attempt: 1s, request: 10s, connect: 5s }
 checker: { interval: 60m }
 hedge: { enabled: false }  # as make_config
+selector: service-time     # as make_config
 )");
   std::string err = "no answer", summary;
   h.engine->reload(false, [&](const std::string& e, const std::string& s) {

@@ -21,11 +21,12 @@ config::Outlier cfg() {
   return c;
 }
 
-// n replies of `lat` on path id, spread over `span` ending at `end`.
+// n replies of `lat` to requests of `bytes` on path id, spread over `span` ending at `end`.
 void feed(OutlierDetector& d, PathId id, int n, std::chrono::nanoseconds lat, Clock::time_point end,
-          Clock::duration span = 1s) {
-  for (int i = 0; i < n; i++) d.record(id, end - span + span * i / n, lat);
+          Clock::duration span = 1s, std::uint32_t bytes = 4096) {
+  for (int i = 0; i < n; i++) d.record(id, end - span + span * i / n, lat, bytes);
 }
+constexpr std::uint32_t kMiB = 1u << 20;
 
 TEST_CASE("outlier: a path 10 ms slower than its peer is made marginal, with the numbers") {
   OutlierDetector d(cfg());
@@ -35,7 +36,7 @@ TEST_CASE("outlier: a path 10 ms slower than its peer is made marginal, with the
   REQUIRE(out.size() == 1);
   CHECK(out[0].id == 2);
   CHECK(out[0].verdict == V::MakeMarginal);
-  CHECK(out[0].reason.find("median 10.0 ms over 30 replies") != std::string::npos);
+  CHECK(out[0].reason.find("median 10.0 ms over 30 replies of up to 4 KiB") != std::string::npos);
   CHECK(out[0].reason.find("peers' 0.20 ms") != std::string::npos);
   CHECK(out[0].reason.find("50.0x, more than 5x") != std::string::npos);
 }
@@ -178,6 +179,71 @@ TEST_CASE("outlier: a path active for max-ejection-time starts its count again")
   auto out = d.evaluate(t, {M{1, true, false}, M{2, true, false}});
   REQUIRE(out.size() == 1);
   CHECK(out[0].reason.find("out for at least 10 s") != std::string::npos);
+}
+
+TEST_CASE("outlier: size classes") {
+  CHECK(OutlierDetector::size_class(512) == 0);
+  CHECK(OutlierDetector::size_class(4096) == 0);
+  CHECK(OutlierDetector::size_class(4097) == 1);
+  CHECK(OutlierDetector::size_class(64 << 10) == 2);
+  CHECK(OutlierDetector::size_class(kMiB) == 4);
+  CHECK(OutlierDetector::size_class(4 * kMiB) == 5);
+  CHECK(OutlierDetector::size_class(32 * kMiB) == 6);
+}
+
+// Uneven bandwidth under the latency selector: the fast path carries 1 MiB
+// reads with a queue behind them, the slower one is measured with small
+// probes. Comparing the two medians across sizes made the FAST path marginal
+// (bench/slow-paths.sh's bandwidth case fell to the slow path alone).
+TEST_CASE("outlier: like is compared with like; a large read is not slower than a small probe") {
+  OutlierDetector d(cfg());
+  const std::vector<M> both = {M{1, true, false}, M{2, true, false}};
+  feed(d, 1, 60, 130ms, t0, 1s, kMiB);  // fast path: 1 MiB reads, queued
+  feed(d, 2, 30, 300us, t0, 1s, 512);   // slow path: probes
+  CHECK(d.evaluate(t0, both).empty());
+  // The slow path has too few 1 MiB replies to be judged: it wants probes,
+  // sized like its peer's requests, so that it can be.
+  CHECK(d.wants_probe(2, t0, both));
+  CHECK(d.probe_bytes(2, t0, both) == kMiB);
+  // And the fast path is measured in its peer's class, with small probes.
+  CHECK(d.wants_probe(1, t0, both));
+  CHECK(d.probe_bytes(1, t0, both) == 4096);
+  // Measured in the same class, 4x slower (200 against 800 Mbit/s) is not an
+  // outlier at ratio 5; 10x is, and the reason names the class.
+  feed(d, 2, 30, 520ms, t0, 1s, kMiB);
+  CHECK(d.evaluate(t0, both).empty());
+  OutlierDetector e(cfg());
+  feed(e, 1, 60, 130ms, t0, 1s, kMiB);
+  feed(e, 2, 30, 300us, t0, 1s, 512);
+  feed(e, 2, 25, 1300ms, t0, 1s, kMiB);
+  auto out = e.evaluate(t0, both);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].id == 2);
+  CHECK(out[0].reason.find("over 25 replies of up to 1 MiB") != std::string::npos);
+}
+
+TEST_CASE("outlier: a marginal path is re-admitted on probes of its peers' size") {
+  OutlierDetector d(cfg());
+  feed(d, 1, 30, 20ms, t0, 1s, kMiB);
+  feed(d, 2, 30, 200ms, t0, 1s, kMiB);
+  REQUIRE(d.evaluate(t0, {M{1, true, false}, M{2, true, false}}).size() == 1);
+  d.made_marginal(2, t0);
+  const std::vector<M> marginal2 = {M{1, true, false}, M{2, false, true}};
+  const auto due = t0 + 10s;
+  feed(d, 1, 30, 20ms, due, 1s, kMiB);
+  CHECK(d.probe_bytes(2, due, marginal2) == kMiB);
+  // Small probes answer fast, but the peer has no small replies to compare
+  // them with: the 1 MiB probes decide, and they are still 10x slower.
+  feed(d, 2, 30, 200ms, due, 1s, kMiB);
+  feed(d, 2, 40, 300us, due, 1s, 512);
+  CHECK(d.evaluate(due, marginal2).empty());
+  // 1 MiB probes back near the peer's (the slow ones out of the window): re-admitted.
+  const auto later = due + 11s;
+  feed(d, 1, 30, 20ms, later, 1s, kMiB);
+  feed(d, 2, 30, 25ms, later, 1s, kMiB);
+  auto back = d.evaluate(later, marginal2);
+  REQUIRE(back.size() == 1);
+  CHECK(back[0].verdict == V::Readmit);
 }
 
 TEST_CASE("outlier: disabled, nothing is decided") {

@@ -17,9 +17,9 @@
 #   SELECTORS  selectors to compare, each NAME (outlier detection and hedged
 #              reads off: the selector alone), NAME+outlier (outlier detection
 #              on), NAME+hedge or NAME+outlier+hedge (hedged reads on too; the
-#              default configuration is service-time+outlier+hedge)
+#              default configuration is latency+outlier+hedge)
 #              (default: latency service-time queue-length round-robin
-#              latency+outlier service-time+outlier latency+hedge
+#              latency+outlier service-time+outlier latency+outlier+hedge
 #              service-time+outlier+hedge)
 #              Targets with +hedge are configured by a YAML file with a control
 #              socket (for the hedge counters): MP_ARGS does not apply to them.
@@ -42,7 +42,7 @@ ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-5}
 RAMP=${RAMP:-1}
 CASES=${CASES:-slow spiky healthy bandwidth}
-SELECTORS=${SELECTORS:-latency service-time queue-length round-robin latency+outlier service-time+outlier latency+hedge service-time+outlier+hedge}
+SELECTORS=${SELECTORS:-latency service-time queue-length round-robin latency+outlier service-time+outlier latency+outlier+hedge service-time+outlier+hedge}
 SIZE=${SIZE:-512M}
 MP_ARGS=${MP_ARGS:-}
 BENCH_OUT=${BENCH_OUT:-}

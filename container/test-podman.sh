@@ -8,9 +8,13 @@
 #
 #   container/podman-setup.sh          # once per machine (root)
 #   container/test-podman.sh           # about 6 min with a cold layer cache (it
-#                                      # builds the Debian package in the image)
+#                                      # builds the Debian package in the image,
+#                                      # unless MP_DEBS_DIR/debs/ holds it)
 #
 # Env: MP_CONTEXT   build context (default: the repository root)
+#      MP_DEBS_DIR   a directory whose debs/ holds nbd-multipath_*.deb: the
+#                    images install it instead of building it (scripts/test.sh
+#                    hands on the package test's)
 #      MP_KEEP_IMAGES=1   keep this run's image tags (the layer cache is kept
 #                         anyway, so a second run builds in seconds)
 #      WORKLOAD_SECONDS   length of the client's workload (default 45)
@@ -122,9 +126,16 @@ mp_on_cleanup teardown
 t0=$SECONDS
 "$MP_SOURCE/scripts/build-nbdkit.sh" --debs-only "$context/container/nbdkit-debs" >"$MP_TMP/nbdkit-debs.log" 2>&1 ||
   { tail -n 30 "$MP_TMP/nbdkit-debs.log" >&2; fail "the fixed nbdkit's .debs"; }
-podman build -f "$here/Containerfile" --target server -t "$MP_IMAGE" "$context" \
+# The package test's .deb when scripts/test.sh ran it first (MP_DEBS_DIR);
+# otherwise the Containerfile's build stage builds it.
+prebuilt=()
+if compgen -G "${MP_DEBS_DIR:-/nonexistent}/debs/nbd-multipath_*.deb" >/dev/null; then
+  prebuilt=(--build-context "debs=$MP_DEBS_DIR")
+  mp_log "installing the package test's $(basename "$MP_DEBS_DIR"/debs/nbd-multipath_*.deb)"
+fi
+podman build "${prebuilt[@]}" -f "$here/Containerfile" --target server -t "$MP_IMAGE" "$context" \
   >"$MP_TMP/build-server.log" 2>&1 || { tail -n 30 "$MP_TMP/build-server.log" >&2; fail "server image build"; }
-podman build -f "$here/Containerfile" --target client -t "$MP_CLIENT_IMAGE" "$context" \
+podman build "${prebuilt[@]}" -f "$here/Containerfile" --target client -t "$MP_CLIENT_IMAGE" "$context" \
   >"$MP_TMP/build-client.log" 2>&1 || { tail -n 30 "$MP_TMP/build-client.log" >&2; fail "client image build"; }
 mp_log "images built in $((SECONDS - t0)) s: $(podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F ":$run" | tr '\n' ' ')"
 

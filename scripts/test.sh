@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian bookworm machine: installs what is
 # missing, then builds and tests three variants: default, address (asan +
 # ubsan) and thread (tsan); the default one also builds and tests the Debian
-# package, and with MP_CONTAINERS=1 the containers (podman).
+# package and the containers (podman; MP_CONTAINERS=0 leaves them out).
 # MP_VARIANTS="default" runs one variant only. The C++ must be
 # clang-formatted, and the default build treats warnings as errors.
 set -euo pipefail
@@ -23,13 +23,13 @@ for v in ${MP_VARIANTS:-default address thread}; do
   # Integration tests run one at a time: they assert on failover timing.
   (cd "$dir" && ctest --output-on-failure -L unit -j"$(nproc)" &&
     ctest --output-on-failure -L integration)
-  # The Debian package, and (with MP_CONTAINERS=1) the containers built from
-  # it, once: in the default variant's run. The containers are opt-in until
-  # test-podman has passed repeatedly (one CI-style run failed its blackhole
-  # check, most likely on a `| grep -q` under pipefail, now fixed).
+  # The Debian package, then the containers built from it (podman), once: in
+  # the default variant's run. The container images install the package the
+  # package test built (MP_DEBS_DIR). MP_CONTAINERS=0 leaves them out.
   if [[ $v == default ]]; then
+    export MP_DEBS_DIR=$PWD/$dir/package
     (cd "$dir" && ctest --output-on-failure -L package)
-    if [[ ${MP_CONTAINERS:-0} != 0 ]]; then
+    if [[ ${MP_CONTAINERS:-1} != 0 ]]; then
       ./container/podman-setup.sh
       (cd "$dir" && MP_CONTAINERS_REQUIRED=1 ctest --output-on-failure -L container)
     fi

@@ -192,8 +192,13 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
         later = static_cast<bool>(o.later);
         if (later) {
           awaiting = true;
+          // The engine answers holding the loop lock; the answer is handled
+          // in a handler of its own, where process() may take the lock again
+          // for the lines behind it.
           o.later([self = shared_from_this()](control::Outcome answer) {
-            self->guarded([&] { self->answered(std::move(answer)); });
+            asio::post(self->sock.get_executor(), [self, answer = std::move(answer)]() mutable {
+              self->guarded([&] { self->answered(std::move(answer)); });
+            });
           });
         }
       }

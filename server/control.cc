@@ -11,6 +11,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 #include <cerrno>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -20,6 +21,7 @@
 #include "server/control_requests.h"
 #include "server/errno_text.h"
 #include "server/fd_limits.h"
+#include "server/loop_lock.h"
 #include "server/unix_socket_file.h"
 
 namespace mp {
@@ -47,6 +49,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<Impl> {
 
   asio::io_context& io;
   ControlApi& api;
+  std::mutex& engine_lock = loop_mutex(io);  // held while calling api (loop_lock.h)
   config::Control cfg;
   Log log;
   ControlLimits lim;
@@ -178,18 +181,28 @@ struct ControlServer::Session : std::enable_shared_from_this<Session> {
       }
       std::string_view line(in.data() + consumed, end - consumed);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      control::Outcome o = control::run_request(srv->api, line);
       consumed = end == in.size() ? end : end + 1;
       scanned = consumed;
       handled++;
-      if (o.later) {
-        awaiting = true;
-        o.later([self = shared_from_this()](control::Outcome answer) {
-          self->guarded([&] { self->answered(std::move(answer)); });
-        });
-      } else {
-        answered(std::move(o));
+      bool later;
+      control::Outcome o;
+      {
+        std::lock_guard<std::mutex> hold(srv->engine_lock);
+        o = control::run_request(srv->api, line);
+        later = static_cast<bool>(o.later);
+        if (later) {
+          awaiting = true;
+          // The engine answers holding the loop lock; the answer is handled
+          // in a handler of its own, where process() may take the lock again
+          // for the lines behind it.
+          o.later([self = shared_from_this()](control::Outcome answer) {
+            asio::post(self->sock.get_executor(), [self, answer = std::move(answer)]() mutable {
+              self->guarded([&] { self->answered(std::move(answer)); });
+            });
+          });
+        }
       }
+      if (!later) answered(std::move(o));
     }
     in_process = false;
     if (!srv) return;

@@ -1,8 +1,9 @@
 // What operators can see and do: the engine's side of the control socket and
 // of the metrics endpoint. Plain structs out, one-sentence errors back.
 //
-// Threading: every method runs on the event-loop thread (the control server
-// posts to it), so implementations need no locking.
+// Threading: every method runs on the event-loop thread holding the loop
+// lock (server/loop_lock.h; the control and metrics servers take it around
+// their calls), so implementations need no locking of their own.
 #pragma once
 
 #include <cstdint>

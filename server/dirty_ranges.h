@@ -23,7 +23,7 @@
 // acknowledged while that flush is in flight still add ranges, so the bound is
 // exceeded by at most what one flush's round trip lets through.
 //
-// Threading: none; the engine uses it on the loop thread.
+// Threading: none; the engine uses it holding the loop lock.
 #pragma once
 
 #include <cstddef>

@@ -1,9 +1,10 @@
 // The multipath engine: path groups and states, request dispatch, per-attempt
 // timers, failover, no-path queueing, flush fan-out and stale-write safety.
 //
-// Threading: everything here runs on the event-loop thread, except
-// Request::wait(), which an nbdkit worker thread calls after handing its
-// request over. The engine never blocks.
+// Threading: everything here runs holding the loop lock (server/loop_lock.h):
+// on the event-loop thread, and submit() also on an nbdkit worker that took
+// the lock while the loop was idle (Service::io). Request::wait() is the
+// worker's, without the lock. The engine never blocks.
 //
 // Life of a client request:
 //
@@ -107,13 +108,13 @@ class Engine final : public ControlApi, private PathListener {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // All on the loop thread:
+  // All holding the loop lock:
   void start();             // connects every path, starts the checker
   void submit(Request& r);  // the request completes later, once
   void run_timers();        // Runtime::wake_at's call-back
   void shutdown();          // fails all queued and in-flight requests with EIO
 
-  // Introspection (loop thread, or a test's thread).
+  // Introspection (holding the loop lock, or a test's thread).
   std::optional<PathState> state(const std::string& path) const;  // nullopt: no such path
   bool usable(const std::string& path) const;                     // in its selector's usable set
   const PathStats* path_stats(const std::string& path) const;
@@ -124,7 +125,7 @@ class Engine final : public ControlApi, private PathListener {
   std::size_t waiting() const { return waiting_count_; }
   std::string summary() const;  // one line per path, for logs and the demo
 
-  // ControlApi (loop thread).
+  // ControlApi (loop thread, holding the loop lock).
   std::vector<PathInfo> show_paths() override;
   std::vector<GroupInfo> show_groups() override;
   EngineInfo show_stats() override;

@@ -1,7 +1,7 @@
 // The engine's private structs: attempts, per-path slots, per-op counters. Only server/engine*.cc
 // include this; engine.h shows what the plugin, the control server and tests use.
 //
-// Threading: all of it lives on the loop thread.
+// Threading: all of it is touched only holding the loop lock (server/loop_lock.h).
 #pragma once
 
 #include <cstddef>
@@ -66,7 +66,7 @@ struct Attempt final : CommandSink {
   Attempt* prev = nullptr;      // in the slot's in-flight list, or the engine's abandoned list
   Attempt* next = nullptr;
 
-  // Runs on the loop thread (Path's rule), exactly once.
+  // Runs holding the loop lock (Path's rule), exactly once.
   void command_done(PathResult result, int err) override {
     engine->attempt_done(*this, result, err);
   }

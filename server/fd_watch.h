@@ -6,6 +6,11 @@
 // the new owner's registration, so follow() and stop() must run before any
 // new socket can be created after the library closed the old one: the paths
 // call follow() at the end of every library call, in the same handler.
+//
+// Threading: every call holds the loop lock (server/loop_lock.h); the
+// completions run on the loop thread and take it themselves. A wait may be
+// started from an nbdkit worker that holds the lock: Asio's reactor is
+// thread-safe, the stream_descriptor object is not.
 #pragma once
 
 #include <poll.h>
@@ -17,13 +22,15 @@
 #include <system_error>
 #include <utility>
 
+#include "server/loop_lock.h"
+
 namespace mp {
 
 class FdWatch {
  public:
   enum Dir { Read = 0, Write = 1 };
 
-  explicit FdWatch(asio::io_context& io) : io_(io) {}
+  explicit FdWatch(asio::io_context& io) : io_(io), mu_(loop_mutex(io)) {}
   ~FdWatch() { stop(); }
   FdWatch(const FdWatch&) = delete;
   FdWatch& operator=(const FdWatch&) = delete;
@@ -49,18 +56,20 @@ class FdWatch {
   }
 
   // Waits for `dir` unless a wait for it is pending; then fn(ok) runs once
-  // on the loop (ok == false: cancelled). fn must keep this watch's owner
-  // alive, since the completion touches the watch first.
+  // on the loop, holding the loop lock (ok == false: cancelled). fn must
+  // keep this watch's owner alive, since the completion touches the watch
+  // first.
   template <class Fn>
   void wait(Dir dir, Fn fn) {
     if (!sd_ || waiting_[dir]) return;
     waiting_[dir] = true;
-    sd_->async_wait(dir == Read ? asio::posix::stream_descriptor::wait_read
-                                : asio::posix::stream_descriptor::wait_write,
-                    [this, dir, gen = gen_, fn = std::move(fn)](std::error_code ec) mutable {
-                      if (gen == gen_) waiting_[dir] = false;  // else: a wait on a former fd
-                      fn(!ec);
-                    });
+    sd_->async_wait(
+        dir == Read ? asio::posix::stream_descriptor::wait_read
+                    : asio::posix::stream_descriptor::wait_write,
+        locked(mu_, [this, dir, gen = gen_, fn = std::move(fn)](std::error_code ec) mutable {
+          if (gen == gen_) waiting_[dir] = false;  // else: a wait on a former fd
+          fn(!ec);
+        }));
   }
 
   // Pending waits complete with ok == false.
@@ -95,6 +104,7 @@ class FdWatch {
   }
 
   asio::io_context& io_;
+  std::mutex& mu_;  // the loop lock
   std::optional<asio::posix::stream_descriptor> sd_;
   int fd_ = -1;
   Id id_{};

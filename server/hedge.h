@@ -15,7 +15,7 @@
 // to the two replies; this class holds only the numbers, so it is tested
 // without an engine. No clock: "recent" means the last kWindow replies.
 //
-// Single-threaded: used on the event-loop thread only.
+// Single-threaded: used by the engine, holding the loop lock.
 #pragma once
 
 #include <array>

@@ -8,6 +8,8 @@
 #include <asio/post.hpp>
 #include <cerrno>
 
+#include "server/loop_lock.h"
+
 namespace mp {
 
 namespace {
@@ -260,12 +262,12 @@ void IscsiPath::Conn::arm_escalation(int stage) {
   escalation = stage;
   escalate.expires_after(owner->abort_timeout_);
   std::weak_ptr<Conn> weak = shared_from_this();
-  escalate.async_wait([weak](std::error_code ec) {
+  escalate.async_wait(locked(loop_mutex(io()), [weak](std::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || self->closing) return;
     self->escalate_now();
     self->after_io();
-  });
+  }));
 }
 
 // An abort went unanswered or was refused: LUN RESET, and after that,
@@ -440,7 +442,7 @@ void IscsiPath::Conn::maybe_close() {
   if (phase != Phase::Dead && !(retired && inflight.empty() && done.empty())) return;
   close_posted = true;
   watch.cancel();
-  asio::post(io(), [self = shared_from_this()] {
+  post_locked(io(), [self = shared_from_this()] {
     self->close_now();
     self->report_done();
   });

@@ -9,8 +9,9 @@
 // A callback never calls back into libiscsi beyond queueing a command: a LUN
 // RESET cancels every task, and cancelling the one whose answer libiscsi is
 // processing frees it under the library's feet (libiscsi 1.19: a double free
-// in its PDU processing, then a NULL read). Everything runs on the loop
-// thread.
+// in its PDU processing, then a NULL read). Everything runs holding the
+// loop lock (server/loop_lock.h): libiscsi contexts are not thread-safe,
+// and the lock serialises every call on them.
 //
 // Tasks are ours: libiscsi never frees one, and calls back for a cancelled
 // task with no task pointer, so a command remembers its own.

@@ -2,8 +2,10 @@
 // retire, and abandoned writes waiting for a LUN RESET (limbo).
 //
 // Auto-reconnect is off: a dead context is dead, and the engine reconnects
-// the path with its own back-off, through connect(). Everything runs on the
-// loop thread; the callback rules are in iscsi_conn.h.
+// the path with its own back-off, through connect(). Everything runs holding
+// the loop lock (server/loop_lock.h), which serialises every libiscsi call:
+// handlers on the loop thread, and submit() also on an nbdkit worker that
+// took the lock. The callback rules are in iscsi_conn.h.
 #include "server/iscsi_path.h"
 
 #include <iscsi/iscsi.h>
@@ -14,6 +16,7 @@
 #include <functional>
 
 #include "server/iscsi_conn.h"
+#include "server/loop_lock.h"
 
 namespace mp {
 
@@ -72,7 +75,7 @@ void IscsiPath::connect() {
   if (url) iscsi_destroy_url(url);
   if (!err.empty()) {
     c->phase = Conn::Phase::Dead;
-    asio::post(io_, [c, err] {
+    post_locked(io_, [c, err] {
       if (c->owner && c->owner->conns_.is_current(c)) c->owner->listener_.path_down(*c->owner, err);
     });
     return;
@@ -123,7 +126,7 @@ void IscsiPath::disconnect() {
   c->retire();
   // Sinks hear of cancelled commands from the loop, not from inside the
   // caller's disconnect().
-  asio::post(io_, [c] { c->after_io(); });
+  post_locked(io_, [c] { c->after_io(); });
 }
 
 bool IscsiPath::submit(const Command& cmd, CommandSink* sink) {
@@ -141,7 +144,7 @@ bool IscsiPath::submit(const Command& cmd, CommandSink* sink) {
     // Nothing to do, and WRITE SAME or UNMAP of 0 blocks would mean "to the end".
     auto* x = new Cmd{c, sink, nullptr, c->next_id++, cmd.op, lba, 0, cmd.flags, nullptr};
     c->done.push_back(x);
-    asio::post(io_, [self = c->shared_from_this()] { self->after_io(); });
+    post_locked(io_, [self = c->shared_from_this()] { self->after_io(); });
     return true;
   }
   std::uint32_t n =

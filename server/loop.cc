@@ -6,7 +6,7 @@
 namespace mp {
 
 EventLoop::EventLoop(Logger logger)
-    : work_(asio::make_work_guard(io_)), timer_(io_), logger_(std::move(logger)) {}
+    : work_(asio::make_work_guard(io_)), logger_(std::move(logger)) {}
 
 EventLoop::~EventLoop() {
   stop();
@@ -18,7 +18,9 @@ void EventLoop::start() {
 
 void EventLoop::stop() {
   if (!thread_.joinable()) return;
-  post([this] { timer_.cancel(); });
+  post([this] {
+    for (auto& w : wakes_) w->timer.cancel();
+  });
   work_.reset();
   io_.stop();
   thread_.join();
@@ -34,10 +36,25 @@ void EventLoop::run_sync(const std::function<void()>& fn) {
 }
 
 void EventLoop::wake_at(Clock::time_point when) {
-  timer_.expires_at(when);  // cancels the previous wait
-  timer_.async_wait([this](std::error_code ec) {
-    if (!ec && on_wake_) on_wake_();
-  });
+  const bool on_loop = io_.get_executor().running_in_this_thread();
+  Wake* use = nullptr;
+  for (auto& w : wakes_) {
+    if (!w->pending) {
+      if (!use) use = w.get();
+    } else if (on_loop) {
+      w->timer.cancel();  // completes as a no-op, without a system call
+    }
+  }
+  if (!use && wakes_.size() >= kMaxWakes) use = wakes_.front().get();  // re-armed: woken now
+  if (!use) use = wakes_.emplace_back(std::make_unique<Wake>(io_)).get();
+  const unsigned gen = ++wake_gen_;
+  use->pending = true;
+  use->armed = gen;
+  use->timer.expires_at(when);  // cancels a wait still out on it
+  use->timer.async_wait(locked(mu_, [this, use, gen](std::error_code ec) {
+    if (use->armed == gen) use->pending = false;
+    if (!ec && gen == wake_gen_ && on_wake_) on_wake_();
+  }));
 }
 
 }  // namespace mp

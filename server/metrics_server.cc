@@ -13,6 +13,7 @@
 #include <charconv>
 #include <cstring>
 #include <list>
+#include <mutex>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
@@ -21,6 +22,7 @@
 
 #include "server/errno_text.h"
 #include "server/fd_limits.h"
+#include "server/loop_lock.h"
 #include "server/metrics.h"
 #include "server/unix_socket_file.h"
 
@@ -87,6 +89,7 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
 
   asio::io_context& io;
   ControlApi& api;
+  std::mutex& engine_lock = loop_mutex(io);  // held while calling api (loop_lock.h)
   config::Metrics cfg;
   Log log;
   Acceptor acceptor;
@@ -250,6 +253,7 @@ void MetricsServer::Impl::on_head(const ConnPtr& c, std::error_code ec, std::siz
   }
   std::string body;
   try {
+    std::lock_guard<std::mutex> hold(engine_lock);
     body = render_metrics(api);
   } catch (const std::exception& e) {
     log(true, std::string("metrics: cannot render the metrics: ") + e.what());

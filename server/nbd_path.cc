@@ -5,7 +5,10 @@
 // (also on failed submission and nbd_close) and queues the command on its
 // connection's `done` list. After every libnbd call returns, report_done() reports
 // the queued commands to their sinks, outside the lock: a sink may submit
-// again at once. Everything runs on the loop thread.
+// again at once. Everything runs holding the loop lock (server/loop_lock.h):
+// handlers on the loop thread, and submit() also on an nbdkit worker that
+// took the lock (libnbd handles are thread-safe; the lock keeps the calls
+// and this bookkeeping in order).
 #include "server/nbd_path.h"
 
 #include <libnbd.h>
@@ -17,6 +20,7 @@
 #include <optional>
 
 #include "server/fd_watch.h"
+#include "server/loop_lock.h"
 
 namespace mp {
 
@@ -216,7 +220,7 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     close_posted = true;
     watch.cancel();
     auto self = shared_from_this();
-    asio::post(owner_io(), [self] { self->close_now(); });
+    post_locked(owner_io(), [self] { self->close_now(); });
   }
 
   // Closes the handle. Commands still in flight are freed without a report
@@ -267,7 +271,7 @@ void NbdPath::connect() {
     c->connecting = false;
     c->dead = true;
     // Reported from the loop, not from inside the caller's connect().
-    asio::post(io_, [c, err] {
+    post_locked(io_, [c, err] {
       if (c->owner && c->owner->conns_.is_current(c)) c->owner->listener_.path_down(*c->owner, err);
     });
     return;
@@ -315,7 +319,7 @@ bool NbdPath::submit(const Command& cmd, CommandSink* sink) {
   if (!send_in_parts(n, sink, send_part)) return false;
   if (!c->done.empty()) {
     auto self = c->shared_from_this();
-    asio::post(io_, [self] { self->after_io(); });
+    post_locked(io_, [self] { self->after_io(); });
   }
   c->arm();
   return true;

@@ -29,8 +29,8 @@
 //   to compare with;
 // * a path that stays active for max-ejection-time has its count restart.
 //
-// Memory: at most kMaxSamples samples per path. Runs on the loop thread (or
-// a test's); time comes in as arguments, so tests need no clock.
+// Memory: at most kMaxSamples samples per path. Runs holding the loop lock (or
+// on a test's thread); time comes in as arguments, so tests need no clock.
 #pragma once
 
 #include <array>

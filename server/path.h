@@ -1,8 +1,10 @@
 // The Path interface: one upstream (an NBD server or an iSCSI LU) that the engine can send
 // commands to. Implementations: NbdPath, IscsiPath, and FakePath in tests.
 //
-// Threading: every method is called on the event-loop thread, and every
-// callback (CommandSink, PathListener) runs on it too, never from inside a
+// Threading: every method is called holding the loop lock
+// (server/loop_lock.h): on the event-loop thread, and submit() also on an
+// nbdkit worker that took the lock while the loop was idle. Every callback
+// (CommandSink, PathListener) runs holding it too, never from inside a
 // library callback, so the engine may submit again from any callback.
 #pragma once
 

@@ -1,7 +1,7 @@
 // What both path kinds (NbdPath, IscsiPath) build on: the set of a path's
 // connections, and a large command sent in parts whose results join.
 //
-// Threading: the loop thread only, like the paths themselves.
+// Threading: holding the loop lock (server/loop_lock.h), like the paths themselves.
 #pragma once
 
 #include <cerrno>

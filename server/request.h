@@ -1,10 +1,10 @@
 // A request as a worker thread hands it to the engine, and the worker's wait for it.
 //
 // Threading: the submitter fills the public fields and calls Engine::submit
-// on the loop thread (the plugin posts it there); from then on the request
-// belongs to the loop thread until it completes. A client request's worker
-// blocks in wait(); the loop wakes it (wake()) as the last thing it does with
-// the request.
+// holding the loop lock (itself, or through the loop thread: Service::io);
+// from then on the request belongs to whoever holds the lock until it
+// completes. A client request's worker blocks in wait(); the engine wakes it
+// (wake()) as the last thing it does with the request.
 #pragma once
 
 #include <atomic>
@@ -58,7 +58,7 @@ struct Request : private RequestState {
   // Write: the data, a copy owned by the request (attempts share it).
   // Read: after success, the buffer of the attempt that succeeded.
   std::shared_ptr<std::byte[]> data;
-  // Internal requests (re-apply) complete by this call, on the loop thread;
+  // Internal requests (re-apply) complete by this call, under the loop lock;
   // client requests wake the waiting worker thread.
   void (*on_done)(Request&) = nullptr;
 
@@ -69,7 +69,7 @@ struct Request : private RequestState {
 
  private:
   friend class Engine;
-  // Loop thread: marks the request done and wakes its worker.
+  // Under the loop lock: marks the request done and wakes its worker.
   void wake();
   std::atomic<std::uint32_t> done{0};  // 1 once completed; the futex word
 };

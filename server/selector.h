@@ -2,7 +2,7 @@
 //
 // The verbs follow Linux dm-path-selector.h. A selector only sees small path
 // ids and the numbers below; it never touches a connection. All calls happen
-// on the event-loop thread (or a unit test's thread), so there is no locking.
+// holding the loop lock (or on a unit test's thread), so there is no locking here.
 //
 // Busy backpressure: every path has a cap on requests in flight. select_path
 // never returns a path at its cap; when every usable path is at its cap it

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "server/path_factory.h"
@@ -82,8 +83,15 @@ int Service::io(Op op, std::byte* buf, std::uint32_t count, std::uint64_t offset
     }
     std::memcpy(r.data.get(), buf, count);
   }
+  // While the loop thread is idle (blocked in the reactor), this thread
+  // submits the request itself: the upstream send happens here and the loop
+  // is not woken for it. Otherwise the loop does it, as soon as it is free.
+  // (README.md, "Threads and the loop lock".)
   Engine* e = engine_.get();
-  loop_->post([e, &r] { e->submit(r); });
+  if (std::unique_lock<std::mutex> lock(loop_->mutex(), std::try_to_lock); lock.owns_lock())
+    e->submit(r);
+  else
+    loop_->post([e, &r] { e->submit(r); });
   r.wait();
   if (!r.err && op == Op::Read) std::memcpy(buf, r.data.get(), count);
   return r.err;

@@ -23,7 +23,8 @@ class Service {
  public:
   // Starts the loop thread, the engine (which connects every path) and the
   // endpoints. Returns nullptr and one sentence in *err when an endpoint
-  // cannot be created. `log` is called on the loop thread.
+  // cannot be created. `log` is called on the loop thread
+  // and on nbdkit workers (it must be thread-safe).
   static std::unique_ptr<Service> start(const config::Config& cfg, const PathCaps& disk,
                                         Engine::Options opts, EventLoop::Logger log,
                                         std::string* err);
@@ -32,8 +33,9 @@ class Service {
   Service& operator=(const Service&) = delete;
 
   // Runs one client request: checks it against the disk (block alignment,
-  // fast zero), hands it to the loop thread and blocks the calling (nbdkit
-  // worker) thread until it completed. buf is the client's: written data is
+  // fast zero), submits it to the engine (itself when the loop lock is free,
+  // else through the loop thread) and blocks the calling (nbdkit worker)
+  // thread until it completed. buf is the client's: written data is
   // copied before the request leaves this thread (an abandoned attempt may
   // send from its copy later), read data is copied into it on success only.
   // `flags` are kFua, kMayTrim, kFastZero. Returns 0 or an errno NBD carries.

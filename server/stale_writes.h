@@ -21,7 +21,7 @@
 // held (must_hold) until it resolves or their deadline passes (EIO). That
 // stalls, never corrupts.
 //
-// Single-threaded: used on the event-loop thread only.
+// Single-threaded: used by the engine, holding the loop lock.
 #pragma once
 
 #include <cstddef>

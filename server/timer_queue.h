@@ -1,6 +1,6 @@
 // One-shot timers keyed by deadline: the engine's own, so tests can drive time.
 //
-// Single-threaded: the loop thread (or a test's thread). Nothing here reads a
+// Single-threaded: the engine's, holding the loop lock (or a test's thread). Nothing here reads a
 // clock; the owner says what `now` is and asks its Runtime for a wake-up at
 // next().
 #pragma once

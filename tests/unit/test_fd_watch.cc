@@ -1,6 +1,7 @@
 // Unit tests for server/fd_watch.h on socket pairs: waits fire once per
 // readiness, a replaced descriptor's wait completes cancelled without
-// disturbing the new one, and the watch never closes what it watched.
+// disturbing the new one, the watch never closes what it watched, and
+// completions run holding the loop lock.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -9,8 +10,11 @@
 #include <asio/io_context.hpp>
 #include <chrono>
 #include <functional>
+#include <mutex>
+#include <thread>
 
 #include "server/fd_watch.h"
+#include "tests/unit/lock_probe.h"
 
 namespace {
 
@@ -139,4 +143,25 @@ TEST_CASE("stop cancels pending waits and leaves the descriptor open") {
   REQUIRE(write(p.fd[1], "x", 1) == 1);  // still a working socket
   char c;
   CHECK(read(p.fd[0], &c, 1) == 1);
+}
+
+TEST_CASE("a wait's completion runs holding the loop lock, and may be started by another thread") {
+  asio::io_context io;
+  Pair p;
+  mp::FdWatch w(io);
+  std::mutex& lock = mp::loop_mutex(io);
+  bool fired = false, was_held = false;
+  std::thread([&] {  // as an nbdkit worker submitting under the lock does
+    std::lock_guard<std::mutex> hold(lock);
+    CHECK(w.follow(p.fd[0]));
+    w.wait(mp::FdWatch::Read, [&](bool ok) {
+      fired = ok;
+      was_held = mp::test::held(lock);
+    });
+  })
+      .join();
+  REQUIRE(write(p.fd[1], "x", 1) == 1);
+  REQUIRE(run_until(io, [&] { return fired; }));
+  CHECK(was_held);
+  CHECK_FALSE(mp::test::held(lock));
 }

@@ -1,5 +1,6 @@
 // Unit tests for server/loop.h: work posted to the loop runs on its thread in order, run_sync
-// waits for it, the wake-up timer keeps only the latest wish, and stop joins the thread.
+// waits for it, the wake-up timer keeps only the latest wish, stop joins the thread, and
+// posted work and the wake-up run holding the loop lock.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "server/loop.h"
+#include "tests/unit/lock_probe.h"
 
 using namespace std::chrono_literals;
 
@@ -169,4 +171,54 @@ TEST_CASE("log goes to the logger; now is the steady clock; random varies") {
   CHECK(t <= mp::Clock::now());
   std::uint64_t a = loop.random(), b = loop.random(), c = loop.random();
   CHECK_FALSE((a == b && b == c));
+}
+
+TEST_CASE("posted functions and the wake-up call run holding the loop lock") {
+  mp::EventLoop loop(no_log());
+  CHECK(&loop.mutex() == &mp::loop_mutex(loop.io()));  // the one the paths find
+  bool posted_held = false, wake_held = false;
+  Signal woke;
+  loop.on_wake([&] {
+    wake_held = mp::test::held(loop.mutex());
+    woke.set();
+  });
+  loop.start();
+  loop.run_sync([&] {
+    posted_held = mp::test::held(loop.mutex());
+    loop.wake_at(loop.now());
+  });
+  CHECK(posted_held);
+  REQUIRE(woke.wait());
+  CHECK(wake_held);
+  loop.stop();
+}
+
+TEST_CASE("a thread holding the loop lock may set the wake-up; only the latest wish fires") {
+  mp::EventLoop loop(no_log());
+  std::thread::id loop_thread, wake_thread;
+  int wakes = 0;
+  Signal woke;
+  loop.on_wake([&] {
+    wakes++;
+    wake_thread = std::this_thread::get_id();
+    woke.set();
+  });
+  loop.start();
+  loop.run_sync([&] {
+    loop_thread = std::this_thread::get_id();
+    loop.wake_at(loop.now() + 1h);  // pending on the loop's side
+  });
+  {
+    std::lock_guard<std::mutex> hold(loop.mutex());  // as an nbdkit worker does (Service::io)
+    // Earlier and earlier wishes from this thread, more than the loop keeps
+    // timers for: the pending ones are left to expire as no-ops, or re-armed.
+    for (int i = 6; i >= 1; i--) loop.wake_at(loop.now() + i * 1h);
+    loop.wake_at(loop.now() + 2ms);
+  }
+  REQUIRE(woke.wait());
+  loop.run_sync([] {});
+  CHECK(wakes == 1);
+  CHECK(wake_thread == loop_thread);
+  loop.stop();
+  CHECK(wakes == 1);
 }

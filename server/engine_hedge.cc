@@ -41,6 +41,13 @@ void Engine::arm_hedge(Request& r, const PathSlot& first) {
   if (r.op != Op::Read || r.internal || r.hedged || r.count == 0) return;
   auto wait = hedge_.delay();
   if (!wait) return;
+  // No other active path in its group: nothing to hedge to, and no timer to
+  // wake the loop for (one path would otherwise wake it for every read).
+  bool other = false;
+  for (auto& s : slots_)
+    other = other || (s.get() != &first && s->state == PathState::Active && !s->removing &&
+                      &group_of(*s) == &group_of(first));
+  if (!other) return;
   log(LogLevel::Debug,
       "read at " + std::to_string(r.offset) + " on path " + first.cfg.name +
           ": hedged if not answered in " +

@@ -64,6 +64,23 @@ TEST_CASE("hedge: a read unanswered past the threshold is sent to the other path
   CHECK(r->calls == 0);
 }
 
+TEST_CASE("hedge: with no other active path, no hedge timer wakes the loop") {
+  Harness h(hedge_config({"A"}));
+  started(h);
+  auto r = make_req(h.rt, Op::Read, kOff, 4096);
+  h.engine->submit(*r);
+  // The engine's next wake-up is one of its other timers (the outlier tick,
+  // the attempt's), not the hedge's at 2 ms.
+  REQUIRE(h.rt.wake);
+  CHECK(*h.rt.wake - h.rt.t >= 100ms);
+  CHECK(h.rt.count_logs(LogLevel::Debug, {"hedged if not answered"}) == 0);
+  h.advance(10ms);
+  CHECK(h.find_all(Op::Read, kOff).size() == 1);
+  auto [p, k] = h.find(Op::Read, kOff);
+  p->serve(k);
+  CHECK(r->calls == 1);
+}
+
 TEST_CASE("hedge: the threshold follows the reads' latency") {
   Harness h(hedge_config());
   started(h);

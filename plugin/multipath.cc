@@ -16,6 +16,7 @@
 #include "plugin/nbdkit_check.h"
 #include "plugin/notify.h"
 #include "plugin/signals.h"
+#include "server/alloc_tuning.h"
 #include "server/disk.h"
 #include "server/fd_limits.h"
 #include "server/service.h"
@@ -54,6 +55,7 @@ void log_line(mp::LogLevel level, const std::string& line) {
 
 void mp_load() noexcept {
   mp::raise_fd_limit(nbdkit_debug);  // soft RLIMIT_NOFILE up to the hard limit
+  mp::tune_allocator();              // request buffers stay in the heap
   g = new (std::nothrow) State;
   mp::plugin::check_nbdkit();
 }

@@ -26,6 +26,7 @@
 //
 // Runs on the loop thread, inside entry points (dispatch, the hedge timer,
 // attempt completion).
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -43,11 +44,12 @@ void Engine::arm_hedge(Request& r, const PathSlot& first) {
   if (!wait) return;
   // No other active path in its group: nothing to hedge to, and no timer to
   // wake the loop for (one path would otherwise wake it for every read).
-  bool other = false;
-  for (auto& s : slots_)
-    other = other || (s.get() != &first && s->state == PathState::Active && !s->removing &&
-                      &group_of(*s) == &group_of(first));
-  if (!other) return;
+  const Group& g = group_of(first);
+  if (std::none_of(slots_.begin(), slots_.end(), [&](const auto& s) {
+        return s.get() != &first && s->state == PathState::Active && !s->removing &&
+               &group_of(*s) == &g;
+      }))
+    return;
   log(LogLevel::Debug,
       "read at " + std::to_string(r.offset) + " on path " + first.cfg.name +
           ": hedged if not answered in " +

@@ -62,6 +62,7 @@ class FdWatch {
   template <class Fn>
   void wait(Dir dir, Fn fn) {
     if (!sd_ || waiting_[dir]) return;
+    if (dir == Write) write_registered_ = true;
     waiting_[dir] = true;
     sd_->async_wait(
         dir == Read ? asio::posix::stream_descriptor::wait_read
@@ -70,6 +71,19 @@ class FdWatch {
           if (gen == gen_) waiting_[dir] = false;  // else: a wait on a former fd
           fn(!ec);
         }));
+  }
+
+  // Asio leaves EPOLLOUT in its edge-triggered registration once a write
+  // wait started, so from then on every change in send space wakes the loop,
+  // wait or no wait: for NBD twice per request at queue depth 1, from the
+  // connect's one write wait. An owner that seldom waits to write calls this
+  // when it no longer wants to; with no wait pending, the descriptor is
+  // registered afresh, without EPOLLOUT (two epoll_ctl calls).
+  void drop_write_interest() {
+    if (!sd_ || !write_registered_ || waiting_[Read] || waiting_[Write]) return;
+    sd_->release();
+    sd_.emplace(io_, fd_);
+    write_registered_ = false;
   }
 
   // Pending waits complete with ok == false.
@@ -86,6 +100,7 @@ class FdWatch {
     }
     fd_ = -1;
     waiting_[Read] = waiting_[Write] = false;
+    write_registered_ = false;
     gen_++;
   }
 
@@ -109,6 +124,7 @@ class FdWatch {
   int fd_ = -1;
   Id id_{};
   bool waiting_[2] = {false, false};
+  bool write_registered_ = false;  // the reactor may report EPOLLOUT
   unsigned gen_ = 0;  // descriptors followed so far
 };
 

@@ -138,6 +138,9 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     if (!h || close_posted || !watch.follow(nbd_aio_get_fd(h), connecting)) return;
     unsigned dir = nbd_aio_get_direction(h);
     auto self = shared_from_this();
+    // libnbd waits to write only while connecting or when a request does
+    // not fit the socket buffer.
+    if (!(dir & LIBNBD_AIO_DIRECTION_WRITE)) watch.drop_write_interest();
     if (dir & LIBNBD_AIO_DIRECTION_READ)
       watch.wait(FdWatch::Read, [self](bool ok) {
         if (!ok || !self->h || self->close_posted) return;
@@ -264,6 +267,7 @@ void NbdPath::connect() {
     err = "cannot create a libnbd handle: " + last_error();
   } else {
     nbd_set_pread_initialize(c->h, false);
+    nbd_set_request_structured_replies(c->h, false);
     nbd_set_full_info(c->h, true);  // the export description, checked on every connection
     if (nbd_aio_connect_uri(c->h, cfg_.uri.c_str()) == -1) err = "connect failed: " + last_error();
   }

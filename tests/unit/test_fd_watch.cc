@@ -2,14 +2,20 @@
 // readiness, a replaced descriptor's wait completes cancelled without
 // disturbing the new one, the watch never closes what it watched, and
 // completions run holding the loop lock.
+#include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <functional>
+#include <sstream>
+#include <string>
 #include <mutex>
 #include <thread>
 
@@ -39,6 +45,30 @@ bool run_until(asio::io_context& io, const std::function<bool()>& done) {
 
 bool is_open(int fd) {
   return fcntl(fd, F_GETFD) != -1;
+}
+
+// The events the process's epoll sets (Asio's reactor: one per io_context)
+// watch on `fd`, read from /proc/self/fdinfo; -1 when none watches it.
+long epoll_events(int fd) {
+  long found = -1;
+  DIR* d = opendir("/proc/self/fd");
+  REQUIRE(d);
+  while (dirent* e = readdir(d)) {
+    char link[64] = {};
+    std::string path = std::string("/proc/self/fd/") + e->d_name;
+    if (readlink(path.c_str(), link, sizeof link - 1) <= 0 ||
+        std::string(link) != "anon_inode:[eventpoll]")
+      continue;
+    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
+    for (std::string line; std::getline(info, line);) {
+      std::istringstream in(line);
+      std::string tag, events_tag;
+      int tfd = -1;
+      if (in >> tag >> tfd >> events_tag && tag == "tfd:" && tfd == fd) in >> std::hex >> found;
+    }
+  }
+  closedir(d);
+  return found;
 }
 
 }  // namespace
@@ -164,4 +194,35 @@ TEST_CASE("a wait's completion runs holding the loop lock, and may be started by
   REQUIRE(run_until(io, [&] { return fired; }));
   CHECK(was_held);
   CHECK_FALSE(mp::test::held(lock));
+}
+
+TEST_CASE("after a write wait, the descriptor is watched for EPOLLOUT only until the owner drops it") {
+  asio::io_context io;
+  Pair p;
+  mp::FdWatch w(io);
+  REQUIRE(w.follow(p.fd[0]));
+  REQUIRE(epoll_events(p.fd[0]) != -1);
+  CHECK((epoll_events(p.fd[0]) & EPOLLOUT) == 0);
+  bool wrote = false;
+  w.wait(mp::FdWatch::Write, [&](bool good) { wrote = good; });
+  REQUIRE(run_until(io, [&] { return wrote; }));
+  CHECK((epoll_events(p.fd[0]) & EPOLLOUT) != 0);  // Asio keeps it
+
+  // Not while a wait is pending: registering afresh would cancel it.
+  int fired = 0;
+  w.wait(mp::FdWatch::Read, [&](bool good) { fired += good; });
+  w.drop_write_interest();
+  CHECK((epoll_events(p.fd[0]) & EPOLLOUT) != 0);
+  REQUIRE(write(p.fd[1], "x", 1) == 1);
+  REQUIRE(run_until(io, [&] { return fired == 1; }));
+
+  w.drop_write_interest();
+  long ev = epoll_events(p.fd[0]);
+  CHECK(ev != -1);
+  CHECK((ev & EPOLLOUT) == 0);
+  CHECK((ev & EPOLLIN) != 0);
+  // The fresh registration still delivers reads.
+  w.wait(mp::FdWatch::Read, [&](bool good) { fired += good; });
+  REQUIRE(run_until(io, [&] { return fired == 2; }));
+  CHECK(is_open(p.fd[0]));
 }

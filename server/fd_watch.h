@@ -125,7 +125,7 @@ class FdWatch {
   Id id_{};
   bool waiting_[2] = {false, false};
   bool write_registered_ = false;  // the reactor may report EPOLLOUT
-  unsigned gen_ = 0;  // descriptors followed so far
+  unsigned gen_ = 0;               // descriptors followed so far
 };
 
 }  // namespace mp

@@ -14,9 +14,9 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <string>
-#include <mutex>
 #include <thread>
 
 #include "server/fd_watch.h"
@@ -196,7 +196,8 @@ TEST_CASE("a wait's completion runs holding the loop lock, and may be started by
   CHECK_FALSE(mp::test::held(lock));
 }
 
-TEST_CASE("after a write wait, the descriptor is watched for EPOLLOUT only until the owner drops it") {
+TEST_CASE(
+    "after a write wait, the descriptor is watched for EPOLLOUT only until the owner drops it") {
   asio::io_context io;
   Pair p;
   mp::FdWatch w(io);

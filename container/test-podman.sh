@@ -17,7 +17,8 @@
 #                    hands on the package test's)
 #      MP_KEEP_IMAGES=1   keep this run's image tags (the layer cache is kept
 #                         anyway, so a second run builds in seconds)
-#      WORKLOAD_SECONDS   length of the client's workload (default 45)
+#      WORKLOAD_SECONDS   the longest the client's workload may run (default
+#                         600); the test stops it when the faults are done
 # Exit 77 (skip) when podman, podman-compose or the base image is missing.
 #
 # podman-compose 1.0.3 (bookworm) cannot express network_mode
@@ -53,7 +54,7 @@ context=${MP_CONTEXT:-$MP_SOURCE}
 run=nbdmptest$$
 export MP_IMAGE=localhost/nbd-multipath:$run
 export MP_CLIENT_IMAGE=localhost/nbd-multipath-client:$run
-export WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-45}
+export WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-600}
 # Podman gives compose networks /24s out of this pool. An unreachable route
 # for all of it keeps any of their addresses from leaving the machine; the
 # networks' own bridge routes are more specific and win while they exist.
@@ -217,7 +218,9 @@ fa=$(path_field upstream-a failures) fb=$(path_field upstream-b failures)
 mp_log "faults done; path failures: upstream-a $fa, upstream-b $fb"
 
 # ---------------------------------------------------------------- verdict --
-wait_for "the client to finish" $((WORKLOAD_SECONDS + 60)) not running client
+# The workload stops (and checks every block) once its stop file exists.
+podman exec "$(cname client)" touch /tmp/workload.stop || fail "cannot stop the client's workload"
+wait_for "the client to finish" 120 not running client
 podman logs "$(cname client)" >"$MP_TMP/client.log" 2>&1
 report=$(grep -E '^\{' "$MP_TMP/client.log" | tail -n 1) || true
 [[ -n $report ]] || { cat "$MP_TMP/client.log" >&2; fail "the client printed no report"; }

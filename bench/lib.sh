@@ -39,11 +39,14 @@ bench_image_dir() {
   mp_on_cleanup rm -rf "$imgdir"
 }
 
-# bench_plugin_line: the header line naming the plugin and its commit (when
+# bench_plugin_line: the header line naming the plugin and the commit of the
+# tree it lies in, which may be another worktree than this script's (when
 # need_mp is set).
 bench_plugin_line() {
   if [[ -n $need_mp ]]; then
-    echo "plugin: $MP_PLUGIN ($(git -C "$MP_SOURCE" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    local rev
+    rev=$(git -C "$(dirname "$MP_PLUGIN")" describe --always --dirty 2>/dev/null) || rev='?'
+    echo "plugin: $MP_PLUGIN ($rev)"
   else
     echo "plugin: not used"
   fi
@@ -64,7 +67,7 @@ bench_round_order() {
 # process's CPU time (user + system, all threads) over the measured seconds,
 # per request fio completed in them.
 bench_fio() {
-  local r=$1 t=$2 w=$3 uri=$4 errs sampler= ticks0 ticks1 ios
+  local r=$1 t=$2 w=$3 uri=$4 errs sampler='' ticks0 ticks1 ios
   shift 4
   unset cpu_us
   if [[ -n ${BENCH_FRONT_PID:-} ]]; then

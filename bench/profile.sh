@@ -2,11 +2,13 @@
 # Where a request's cost goes: system calls, context switches and CPU time per
 # request of the front server (the process fio talks to), for the multipath
 # plugin on one path (mp1) and nbdkit's own nbd plugin (nbdplugin), both in
-# front of one `nbdkit memory` upstream on a Unix socket. See bench/README.md
-# ("Profile").
+# front of one `nbdkit memory` upstream on a Unix socket; mp1-iscsi is the
+# plugin on one iSCSI path (tgtd on 127.0.0.1, a 1 GiB image on tmpfs). See
+# bench/README.md ("Profile").
 #
 #   bench/profile.sh                         # both targets, QD1 and QD32
 #   TARGETS=mp1 WORKLOADS=rr4k-qd32 bench/profile.sh
+#   TARGETS=mp1-iscsi bench/profile.sh       # needs tgtd
 #
 # Each fio job does a fixed number of requests (REQUESTS_QD1, REQUESTS_QD32),
 # so counts divide exactly. Two passes per job: `perf stat` (CPU time, context
@@ -15,7 +17,7 @@
 #
 # Environment:
 #   MP_PLUGIN      plugin .so (default: <repo>/build/nbdkit-multipath-plugin.so)
-#   TARGETS        subset of "nbdplugin mp1 mp2" (default: nbdplugin mp1)
+#   TARGETS        subset of "nbdplugin mp1 mp2 mp1-iscsi" (default: nbdplugin mp1)
 #   WORKLOADS      subset of "rr4k-qd1 rr4k-qd32" (default: both)
 #   REQUESTS_QD1   requests per QD1 job (20000)
 #   REQUESTS_QD32  requests per QD32 job (100000)
@@ -39,6 +41,8 @@ BENCH_OUT=${BENCH_OUT:-}
 MP_TEST_NAME=profile
 # shellcheck source-path=SCRIPTDIR source=../tests/integration/functions.sh
 source "$MP_SOURCE/tests/integration/functions.sh"
+# shellcheck source-path=SCRIPTDIR source=../tests/integration/iscsi.sh
+source "$MP_SOURCE/tests/integration/iscsi.sh"
 mp_init
 mp_require fio
 mp_require perf
@@ -62,8 +66,20 @@ workload_args() {
 start_upstream u1 memory 1G
 start_upstream u2 memory 1G
 run_fio "$(upstream_uri u1)" --rw=write --bs=1m --iodepth=8 --size=100% || fail "prefill of u1 failed"
+upstreams="nbdkit memory on a Unix socket"
 for t in "${targets[@]}"; do
-  case $t in nbdplugin | mp1 | mp2) ;; *) fail "unknown target '$t' (nbdplugin mp1 mp2)" ;; esac
+  case $t in
+    nbdplugin | mp1 | mp2) ;;
+    mp1-iscsi)
+      [[ -n ${imgdir:-} ]] && continue
+      bench_image_dir mp-profile
+      dd if=/dev/urandom of="$imgdir/disk.img" bs=1M count=1024 iflag=fullblock status=none ||
+        fail "cannot fill the iSCSI image"
+      start_tgt a "$imgdir/disk.img"
+      upstreams+="; mp1-iscsi: tgtd on 127.0.0.1 over a 1 GiB image on tmpfs"
+      ;;
+    *) fail "unknown target '$t' (nbdplugin mp1 mp2 mp1-iscsi)" ;;
+  esac
 done
 
 # front_cmd T: the front server's nbdkit command line, into front.
@@ -74,6 +90,7 @@ front_cmd() {
     nbdplugin) front+=(nbd socket="$(server_sock u1)") ;;
     mp1) front+=("$MP_PLUGIN" "path=$(upstream_uri u1)" "${mp_args[@]}") ;;
     mp2) front+=("$MP_PLUGIN" "path=$(upstream_uri u1)" "path=$(upstream_uri u2)" "${mp_args[@]}") ;;
+    mp1-iscsi) front+=("$MP_PLUGIN" "path=$(tgt_uri a)" "${mp_args[@]}") ;;
   esac
 }
 
@@ -106,7 +123,7 @@ profiled() {
   echo "tools: $(nbdkit --version | head -n 1), $(fio --version), $(perf --version)"
   need_mp=1
   bench_plugin_line
-  echo "requests per job: QD1 $REQUESTS_QD1, QD32 $REQUESTS_QD32; upstream: nbdkit memory on a Unix socket"
+  echo "requests per job: QD1 $REQUESTS_QD1, QD32 $REQUESTS_QD32; upstream: $upstreams"
 } >"$MP_TMP/header.txt"
 cat "$MP_TMP/header.txt" >&2
 

@@ -30,6 +30,8 @@ void IscsiPath::Conn::arm() {
   if (!watch.follow(iscsi_get_fd(ctx))) return;
   int ev = iscsi_which_events(ctx);
   auto self = shared_from_this();
+  // Write waits are rare once send_queued() writes each command at once.
+  if (!(ev & POLLOUT)) watch.drop_write_interest();
   if (ev & POLLIN)
     watch.wait(FdWatch::Read, [self](bool ok) {
       if (ok) self->service(POLLIN);
@@ -44,6 +46,17 @@ void IscsiPath::Conn::service(int revents) {
   if (!ctx || closing || phase == Phase::Dead) return;
   if (iscsi_service(ctx, revents) < 0) died("connection lost");
   after_io();
+}
+
+// libiscsi queues a command's PDUs and writes them when serviced for
+// POLLOUT. Left to the loop, that is a wake-up per command (the write wait
+// fires at once); done here, by whoever issued the command (the loop, or a
+// worker holding the loop lock), it is not. What the call settles is
+// reported from the loop, never inside the caller's submit.
+void IscsiPath::Conn::send_queued() {
+  if (!ctx || closing || phase != Phase::Ready || !(iscsi_which_events(ctx) & POLLOUT)) return;
+  if (iscsi_service(ctx, POLLOUT) < 0) died("connection lost");
+  if (!done.empty() || report) post_locked(io(), [self = shared_from_this()] { self->after_io(); });
 }
 
 // The context failed. ABORT TASKs in flight will not be answered. Its

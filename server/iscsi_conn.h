@@ -103,6 +103,7 @@ struct IscsiPath::Conn : std::enable_shared_from_this<Conn> {
 
   void arm();                          // watches the socket in the directions libiscsi asks
   void service(int revents);           // the socket is ready: iscsi_service, then after_io
+  void send_queued();                  // writes the PDUs libiscsi queued, on the caller's thread
   void died(const std::string& what);  // the context failed (reported by after_io)
 
   std::optional<std::string> report;  // a death to tell the owner about

@@ -170,6 +170,7 @@ bool IscsiPath::submit(const Command& cmd, CommandSink* sink) {
     return true;
   };
   if (!send_in_parts(n, sink, send_part)) return false;
+  c->send_queued();
   c->arm();
   return true;
 }

@@ -11,7 +11,6 @@
 
 #include <asio/io_context.hpp>
 #include <chrono>
-#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <mutex>

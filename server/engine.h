@@ -236,6 +236,8 @@ class Engine final : public ControlApi, private PathListener {
   void arm_hedge(Request& r, const PathSlot& first);
   void hedge_due(Request& r);
   PathSlot* hedge_target(const Request& r, const PathSlot& first, Clock::duration wait);
+  bool hedge_peer(const PathSlot& s, const PathSlot& first,
+                  const Group* g);  // another active path of g
   void end_race(Request& r);
   void lost_reply(Attempt& a, PathResult result);
 

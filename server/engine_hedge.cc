@@ -44,11 +44,9 @@ void Engine::arm_hedge(Request& r, const PathSlot& first) {
   if (!wait) return;
   // No other active path in its group: nothing to hedge to, and no timer to
   // wake the loop for (one path would otherwise wake it for every read).
-  const Group& g = group_of(first);
-  if (std::none_of(slots_.begin(), slots_.end(), [&](const auto& s) {
-        return s.get() != &first && s->state == PathState::Active && !s->removing &&
-               &group_of(*s) == &g;
-      }))
+  const Group* g = &group_of(first);
+  if (std::none_of(slots_.begin(), slots_.end(),
+                   [&](const auto& s) { return hedge_peer(*s, first, g); }))
     return;
   log(LogLevel::Debug,
       "read at " + std::to_string(r.offset) + " on path " + first.cfg.name +
@@ -107,12 +105,15 @@ PathSlot* Engine::hedge_target(const Request& r, const PathSlot& first, Clock::d
   PathSlot* best = nullptr;
   for (auto& sp : slots_) {
     PathSlot& s = *sp;
-    if (&s == &first || s.state != PathState::Active || s.removing || &group_of(s) != g ||
-        !g->selector->can_take(s.id) || stalled(s))
-      continue;
+    if (!hedge_peer(s, first, g) || !g->selector->can_take(s.id) || stalled(s)) continue;
     if (!best || s.inflight_count < best->inflight_count) best = &s;
   }
   return best;
+}
+
+// Whether `s` is an active path of group g, other than the read's first.
+bool Engine::hedge_peer(const PathSlot& s, const PathSlot& first, const Group* g) {
+  return &s != &first && s.state == PathState::Active && !s.removing && &group_of(s) == g;
 }
 
 // A good reply completed a hedged read: the other copy, if still out, loses.

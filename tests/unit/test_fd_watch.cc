@@ -2,7 +2,6 @@
 // readiness, a replaced descriptor's wait completes cancelled without
 // disturbing the new one, the watch never closes what it watched, and
 // completions run holding the loop lock.
-#include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -10,15 +9,15 @@
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
-#include <chrono>
+#include <filesystem>
 #include <fstream>
-#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "server/fd_watch.h"
+#include "tests/unit/io_wait.h"
 #include "tests/unit/lock_probe.h"
 
 namespace {
@@ -32,15 +31,7 @@ struct Pair {
   }
 };
 
-// Runs handlers until `done` holds, for at most five seconds.
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!done() && std::chrono::steady_clock::now() < end) {
-    io.restart();
-    io.run_one_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+using mp::test::run_until;
 
 bool is_open(int fd) {
   return fcntl(fd, F_GETFD) != -1;
@@ -49,16 +40,12 @@ bool is_open(int fd) {
 // The events the process's epoll sets (Asio's reactor: one per io_context)
 // watch on `fd`, read from /proc/self/fdinfo; -1 when none watches it.
 long epoll_events(int fd) {
+  namespace fs = std::filesystem;
   long found = -1;
-  DIR* d = opendir("/proc/self/fd");
-  REQUIRE(d);
-  while (dirent* e = readdir(d)) {
-    char link[64] = {};
-    std::string path = std::string("/proc/self/fd/") + e->d_name;
-    if (readlink(path.c_str(), link, sizeof link - 1) <= 0 ||
-        std::string(link) != "anon_inode:[eventpoll]")
-      continue;
-    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;  // an entry may be closed by now: it does not match then
+    if (fs::read_symlink(e.path(), ec) != "anon_inode:[eventpoll]") continue;
+    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
     for (std::string line; std::getline(info, line);) {
       std::istringstream in(line);
       std::string tag, events_tag;
@@ -66,7 +53,6 @@ long epoll_events(int fd) {
       if (in >> tag >> tfd >> events_tag && tag == "tfd:" && tfd == fd) in >> std::hex >> found;
     }
   }
-  closedir(d);
   return found;
 }
 

@@ -25,7 +25,9 @@ chaos_usage() {
   cat <<'EOF'
 usage: rig chaos [OPTIONS] [SCHEDULE-FILE | -]
   -e, --at 'AT VERB ARGS'  one schedule line (repeatable; instead of a file)
-  --duration SECONDS       workload length (default: last event + 3, at least 5)
+  --duration SECONDS       least workload length (default: last event + 3, at
+                           least 5); the workload also runs until the schedule
+                           is done, so its final check follows every heal
   --connections N          workload connections (default 4)
   --size SIZE              bytes of the disk to use (default 16M, at most the image)
   --seed N                 workload seed (default random; printed)
@@ -144,8 +146,12 @@ cmd_chaos() {
   local work
   work=$(mktemp -d "${TMPDIR:-/tmp}/rig-chaos.XXXXXX")
   local wl_pid t0 st=0
-  local -a wl_args=("$workload" "nbd+unix:///?socket=$SOCK" --duration "$duration"
-    --connections "$connections" --size "$bytes" --progress "$work/progress")
+  # The workload stops when we create $work/stop: after --duration and after
+  # the last schedule line (a wait-active may outlast --duration). Its own
+  # --duration is only a bound in case we die.
+  local -a wl_args=("$workload" "nbd+unix:///?socket=$SOCK" --duration $((duration + 3600))
+    --connections "$connections" --size "$bytes" --progress "$work/progress"
+    --stop-file "$work/stop")
   [[ -n $seed ]] && wl_args+=(--seed "$seed")
   "$RIG_PYTHON" "${wl_args[@]}" </dev/null >"$work/report.json" 2>"$work/workload.log" &
   wl_pid=$!
@@ -214,14 +220,18 @@ cmd_chaos() {
     esac
   done
 
-  # The workload ends by itself after --duration; bound the wait anyway.
-  local limit=$((duration + 120)) waited=0
+  now=$(($(now_ms) - t0))
+  wait_ms=$((duration * 1000 - now))
+  ((wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+  : >"$work/stop"
+  # The final check reads every block once; bound the wait anyway.
+  local limit=120 waited=0
   while kill -0 "$wl_pid" 2>/dev/null && ((waited < limit * 10)); do
     sleep 0.1
     waited=$((waited + 1))
   done
   if kill -0 "$wl_pid" 2>/dev/null; then
-    log "chaos: the workload is still running ${limit}s after it should have ended: killing it"
+    log "chaos: the workload is still running ${limit}s after it was told to stop: killing it"
     kill -KILL "$wl_pid" 2>/dev/null || true
   fi
   wait "$wl_pid" 2>/dev/null || st=$?

@@ -87,15 +87,22 @@ assert_not_contains "$MP_TMP/status-a" 'stopped|dead|flap|kill|blackhole'
 # attempts time out 1 s after its blackhole, at 2.5 s; both stay down until
 # 3.5 s, so the disk is surely without a path for a while (a heal at 2.5 s
 # raced the timeout: a p1 back in time took the retries, with no error).
+# The workload's final check of every block waits for p1 to be back: on a
+# slow machine the heal alone outlasted a fixed 6 s workload, and no block
+# was verified.
 st=0
 "$RIG" --name "$B" chaos --duration 6 --json "$MP_TMP/b.json" \
-  -e '1 fail p1 kill' -e '1.5 fail p2 blackhole' -e '3.5 heal all' \
+  -e '1 fail p1 kill' -e '1.5 fail p2 blackhole' -e '3.5 heal all' -e '3.5 wait-active p1 30' \
   >"$MP_TMP/chaos-b.out" 2>&1 || st=$?
 cat "$MP_TMP/chaos-b.out" >&2
 assert_eq 3 "$st" "exit status of chaos without a healthy path"
 assert_contains "$MP_TMP/chaos-b.out" '^no healthy path during [0-9.]+-[0-9.]+ s'
 assert_contains "$MP_TMP/chaos-b.out" '^verdict: NO HEALTHY PATH: [0-9]+ client errors'
 (($(field "$MP_TMP/b.json" errors) > 0)) || fail "no-path=fail without a path gave no client error"
+# Once p1 is back every block reads without error in the final check; a block
+# whose failed write landed anyway counts as wrong there, not as verified.
+v=$(field "$MP_TMP/b.json" verified) w=$(field "$MP_TMP/b.json" wrong)
+((v + w >= 4096)) || fail "$B: only $v blocks verified and $w wrong of 4096 in the final check after p1 was back"
 assert_eq 0 "$(field "$MP_TMP/b.json" min_healthy)" "min healthy paths ($B)"
 
 # The multipath servers shut down cleanly (status 0, no sanitizer report).

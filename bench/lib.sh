@@ -65,15 +65,20 @@ bench_round_order() {
 # r<R>-<T>-<W>.json; sets iops and mibs. Fails on any I/O error. With
 # BENCH_FRONT_PID set (the process fio talks to), also sets cpu_us: that
 # process's CPU time (user + system, all threads) over the measured seconds,
-# per request fio completed in them.
+# per request fio completed in them; and the whole machine's over the same
+# seconds (every process: fio, the front server, the upstream): machine_us,
+# its busy CPU time per request, and busy_pct, the share of all cores busy
+# (near 100: the job is bound by CPU, and only less CPU per request on the
+# whole machine makes it faster).
 bench_fio() {
-  local r=$1 t=$2 w=$3 uri=$4 errs sampler='' ticks0 ticks1 ios
+  local r=$1 t=$2 w=$3 uri=$4 errs sampler='' ticks0 ticks1 ios m0 m1
   shift 4
-  unset cpu_us
+  unset cpu_us machine_us busy_pct
   if [[ -n ${BENCH_FRONT_PID:-} ]]; then
     # The ramp ends RAMP seconds after fio starts; the sampler notes the CPU
     # time then (fio's start-up takes milliseconds: a small overcount).
-    (sleep "$RAMP" && _bench_cpu_ticks "$BENCH_FRONT_PID" >"$MP_TMP/cpu0") &
+    (sleep "$RAMP" && _bench_cpu_ticks "$BENCH_FRONT_PID" >"$MP_TMP/cpu0" &&
+      _bench_machine_ticks >"$MP_TMP/machine0") &
     sampler=$!
   fi
   MP_FIO_OUT=$MP_TMP/r$r-$t-$w.json run_fio "$uri" "$@" \
@@ -85,11 +90,27 @@ bench_fio() {
   mibs=$(fio_bw_mib "$MP_FIO_JSON")
   if [[ -n $sampler ]]; then
     ticks1=$(_bench_cpu_ticks "$BENCH_FRONT_PID")
+    read -r -a m1 <<<"$(_bench_machine_ticks)"
     wait "$sampler" || fail "the CPU sampler failed: round $r, $t, $w"
     ticks0=$(<"$MP_TMP/cpu0")
+    read -r -a m0 <<<"$(<"$MP_TMP/machine0")"
     ios=$(($(fio_stat "$MP_FIO_JSON" read.total_ios) + $(fio_stat "$MP_FIO_JSON" write.total_ios)))
-    ((ios > 0)) && cpu_us=$(((ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / ios))
+    if ((ios > 0)); then
+      cpu_us=$(((ticks1 - ticks0) * 1000000 / $(getconf CLK_TCK) / ios))
+      machine_us=$(((m1[0] - m0[0]) * 1000000 / $(getconf CLK_TCK) / ios))
+      ((m1[1] > m0[1])) && busy_pct=$(((m1[0] - m0[0]) * 100 / (m1[1] - m0[1])))
+    fi
   fi
+}
+
+# _bench_machine_ticks: "BUSY TOTAL" clock ticks of all cores since boot
+# (/proc/stat): busy is user, nice, system, irq and softirq; the total adds
+# idle and iowait (time the hypervisor stole counts as neither).
+_bench_machine_ticks() {
+  local cpu user nice system idle iowait irq softirq _
+  read -r cpu user nice system idle iowait irq softirq _ </proc/stat
+  local busy=$((user + nice + system + irq + softirq))
+  echo "$busy $((busy + idle + iowait))"
 }
 
 # _bench_cpu_ticks PID: utime + stime of the process, all its threads, in
@@ -101,10 +122,11 @@ _bench_cpu_ticks() {
   echo $((f[11] + f[12]))
 }
 
-# bench_record R T W: appends the run (iops, mibs, cpu_us) to raw.csv and
+# bench_record R T W: appends the run (iops, mibs, and with cpu_us also
+# machine_us and busy_pct) to raw.csv and
 # shows it.
 bench_record() {
-  echo "$1,$2,$3,$iops,$mibs${cpu_us+,$cpu_us}" >>"$raw"
-  printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s%s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" \
-    "${cpu_us:+ $cpu_us µs CPU/request}" >&2
+  echo "$1,$2,$3,$iops,$mibs${cpu_us+,$cpu_us,${machine_us:-},${busy_pct:-}}" >>"$raw"
+  printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s%s%s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" \
+    "${cpu_us:+ $cpu_us µs CPU/request}" "${machine_us:+ (machine $machine_us µs, ${busy_pct:-?}% busy)}" >&2
 }

@@ -2,9 +2,11 @@
 
 raw.csv has one row per fio (or iscsi-perf) run: round,target,workload,iops,mibs
 and, where the script measures it, cpu_us: the front server's CPU time per
-request in µs. tables() turns it into Markdown lines, headed by the run's
-header file, plus the medians, from which each script adds its own ratio rows
-(CPU medians under the key (target, workload, "cpu")).
+request in µs, machine_us: the whole machine's busy CPU time per request,
+and busy_pct: the share of all cores busy. tables() turns it into Markdown
+lines, headed by the run's header file, plus the medians, from which each
+script adds its own ratio rows (CPU medians under the key (target, workload,
+column)).
 """
 import csv
 import statistics
@@ -14,6 +16,13 @@ LABELS = {
     "rr4k-qd32": ("4K random read QD32", "iops", "IOPS"),
     "seq1m-qd8": ("1M sequential read QD8", "mibs", "MiB/s"),
 }
+
+# Optional columns: (column, row label, cell format).
+CPU_ROWS = [
+    ("cpu_us", "CPU µs/request", "{:.1f}"),
+    ("machine_us", "machine CPU µs/request", "{:.1f}"),
+    ("busy_pct", "machine busy %", "{:.0f}"),
+]
 
 
 def _ordered(rows, key):
@@ -45,15 +54,17 @@ def tables(raw_csv, header_txt):
             spread = (max(v) - min(v)) / 2 / m * 100 if m else 0
             cells.append(f"{m:,.0f} ±{spread:.0f}%" if key == "iops" else f"{m:,.1f} ±{spread:.0f}%")
         out.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
-        if rows and "cpu_us" in rows[0]:
+        for col, label, fmt in CPU_ROWS:
+            if not rows or col not in rows[0]:
+                continue
             cells = []
             for t in targets:
-                v = [float(r["cpu_us"]) for r in rows
-                     if r["target"] == t and r["workload"] == w and r["cpu_us"]]
+                v = [float(r[col]) for r in rows
+                     if r["target"] == t and r["workload"] == w and r.get(col)]
                 m = statistics.median(v) if v else None
-                med[t, w, "cpu"] = m
-                cells.append(f"{m:.1f}" if m is not None else "n/a")
-            out.append(f"| {name} | CPU µs/request | " + " | ".join(cells) + " |")
+                med[t, w, col] = m
+                cells.append(fmt.format(m) if m is not None else "n/a")
+            out.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return out, med, workloads
 
 

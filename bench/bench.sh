@@ -181,15 +181,17 @@ for name, w, _, _ in checks:
     a, b = med.get(("nbdplugin", w)), med.get(("direct", w))
     if a is not None and b:
         out.append(f"| {name} nbdplugin/direct | {a / b:.2f} | (reference) | |")
-# Where the CPU bounds the job (the machine busy), the ceiling of any front
-# server: it costs at least what the upstream nbdkit itself costs a request
-# (receive it, move the data, send the reply: direct's server CPU), on top of
-# the machine's cost with direct (fio and the upstream).
+# Where the CPU mostly bounds the job (the machine busy), the ceiling of any
+# front server at the baseline's busy share: it costs at least what the
+# upstream nbdkit itself costs a request (receive it, move the data, send the
+# reply: direct's server CPU), on top of the machine's cost with direct (fio
+# and the upstream). A loose bound for small requests, where a front server
+# also hands each one to an upstream connection and waits for the reply.
 for name, w, base, goal in checks:
     busy = med.get(("direct", w, "busy_pct"))
     dm, dc = med.get(("direct", w, "machine_us")), med.get(("direct", w, "cpu_us"))
     bm = med.get((base, w, "machine_us"))
-    if busy is None or busy < 95 or not dm or dc is None or not bm:
+    if busy is None or busy < 70 or not dm or dc is None or not bm:
         continue
     out.append(f"| {name} ceiling of a front server/{base} | {bm / (dm + dc):.2f} | "
                f"(machine {bm:.0f} µs/request against at least {dm:.0f} + {dc:.0f}) | |")

@@ -123,8 +123,7 @@ _bench_cpu_ticks() {
 }
 
 # bench_record R T W: appends the run (iops, mibs, and with cpu_us also
-# machine_us and busy_pct) to raw.csv and
-# shows it.
+# machine_us and busy_pct) to raw.csv and shows it.
 bench_record() {
   echo "$1,$2,$3,$iops,$mibs${cpu_us+,$cpu_us,${machine_us:-},${busy_pct:-}}" >>"$raw"
   printf '  round %d/%d  %-10s %-10s %10s IOPS %8s MiB/s%s%s\n' "$1" "$ROUNDS" "$2" "$3" "$iops" "$mibs" \

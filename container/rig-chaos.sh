@@ -121,6 +121,8 @@ cmd_chaos() {
     duration=$(((last + 3000 + 999) / 1000))
     ((duration >= 5)) || duration=5
   fi
+  local duration_ms
+  duration_ms=$(chaos_at_ms "$duration") || { log "chaos: bad --duration '$duration' (seconds, e.g. 6 or 2.5)"; return 2; }
   local bytes img
   bytes=$(size_bytes "$size")
   img=$(stat -c %s "$IMAGE")
@@ -149,7 +151,7 @@ cmd_chaos() {
   # The workload stops when we create $work/stop: after --duration and after
   # the last schedule line (a wait-active may outlast --duration). Its own
   # --duration is only a bound in case we die.
-  local -a wl_args=("$workload" "nbd+unix:///?socket=$SOCK" --duration $((duration + 3600))
+  local -a wl_args=("$workload" "nbd+unix:///?socket=$SOCK" --duration $((duration_ms / 1000 + 3600))
     --connections "$connections" --size "$bytes" --progress "$work/progress"
     --stop-file "$work/stop")
   [[ -n $seed ]] && wl_args+=(--seed "$seed")
@@ -220,9 +222,10 @@ cmd_chaos() {
     esac
   done
 
+  # A schedule that stopped on an error stops the workload at once.
   now=$(($(now_ms) - t0))
-  wait_ms=$((duration * 1000 - now))
-  ((wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+  wait_ms=$((duration_ms - now))
+  ((rc != 0 || wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
   : >"$work/stop"
   # The final check reads every block once; bound the wait anyway.
   local limit=120 waited=0

@@ -167,12 +167,9 @@ cmd_chaos() {
   t0=$(now_ms)
   echo "chaos: rig '$RIG_NAME', $NPATHS paths, ${#cmd[@]} events, workload ${duration}s x $connections connections over $bytes bytes"
 
-  local k now started wait_ms verb p mode arg rc=0 idx secs
+  local k now started verb p mode arg rc=0 idx secs
   for ((k = 0; k < ${#cmd[@]}; k++)); do
-    now=$(($(now_ms) - t0))
-    wait_ms=$((at[k] - now))
-    # The schedule's own clock: sleeping until an event is due.
-    ((wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+    chaos_sleep_until "$t0" "${at[k]}"
     read -r verb p mode arg _ <<<"${cmd[k]}"
     now=$(($(now_ms) - t0))
     started=$now
@@ -223,9 +220,7 @@ cmd_chaos() {
   done
 
   # A schedule that stopped on an error stops the workload at once.
-  now=$(($(now_ms) - t0))
-  wait_ms=$((duration_ms - now))
-  ((rc != 0 || wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+  ((rc != 0)) || chaos_sleep_until "$t0" "$duration_ms"
   : >"$work/stop"
   # The final check reads every block once; bound the wait anyway.
   local limit=120 waited=0
@@ -318,6 +313,13 @@ EOF
 }
 
 chaos_progress() { [[ -s $1 ]] && (($(<"$1") > 0)); }
+
+# chaos_sleep_until T0 MS: the schedule's own clock, not a synchronisation:
+# sleeps until MS milliseconds after T0 (now_ms), if that is still ahead.
+chaos_sleep_until() {
+  local wait_ms=$(($1 + $2 - $(now_ms)))
+  ((wait_ms <= 0)) || sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+}
 
 # "1.5", "2", "1500ms", "1.5s" -> milliseconds.
 chaos_at_ms() {

@@ -68,6 +68,23 @@ def tables(raw_csv, header_txt):
     return out, med, workloads
 
 
+def paired(raw_csv, a, b, workload):
+    """The median over rounds of a's metric over b's in the same round, or None.
+
+    Each round runs every target back to back, so a round's ratio compares
+    the targets on the machine as it was then; the machine's speed drifts
+    (by up to 2x between minutes on a shared VM), which moves the medians
+    over rounds of every target but much less the ratio within a round."""
+    key = LABELS[workload][1]
+    with open(raw_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r["workload"] == workload]
+    by_round = {}
+    for r in rows:
+        by_round.setdefault(r["round"], {})[r["target"]] = float(r[key])
+    ratios = [v[a] / v[b] for v in by_round.values() if a in v and v.get(b)]
+    return statistics.median(ratios) if ratios else None
+
+
 def write(path, lines):
     """Writes the Markdown to path and prints it."""
     text = "\n".join(lines) + "\n"

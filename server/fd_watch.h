@@ -36,7 +36,8 @@ class FdWatch {
   FdWatch& operator=(const FdWatch&) = delete;
 
   // Follows the library to its current descriptor (-1: none). Pending waits
-  // on a replaced one complete with ok == false. True when there is one.
+  // on a replaced one complete with ok == false. True when there is one
+  // (registered with the reactor, or unwatched: see unwatch()).
   //
   // `may_reopen`: the library may have closed the descriptor and opened
   // another socket that got the same number (libnbd trying a host's next
@@ -52,7 +53,7 @@ class FdWatch {
         sd_.emplace(io_, fd_);
       }
     }
-    return sd_.has_value();
+    return fd_ >= 0;
   }
 
   // Waits for `dir` unless a wait for it is pending; then fn(ok) runs once
@@ -61,7 +62,8 @@ class FdWatch {
   // first.
   template <class Fn>
   void wait(Dir dir, Fn fn) {
-    if (!sd_ || waiting_[dir]) return;
+    if (fd_ < 0 || waiting_[dir]) return;
+    if (!sd_) sd_.emplace(io_, fd_);  // unwatched: registered again
     if (dir == Write) write_registered_ = true;
     waiting_[dir] = true;
     sd_->async_wait(
@@ -84,6 +86,21 @@ class FdWatch {
     sd_->release();
     sd_.emplace(io_, fd_);
     write_registered_ = false;
+  }
+
+  // Takes the descriptor out of the reactor, so that its readiness wakes
+  // nobody: an nbdkit worker polls it itself (server/reply_lease.h). One
+  // epoll_ctl, and no wake-up of the loop, since no wait is pending; with a
+  // wait pending nothing changes and the result is false. The next wait()
+  // registers it again.
+  bool unwatch() {
+    if (waiting_[Read] || waiting_[Write]) return false;
+    if (sd_) {
+      sd_->release();
+      sd_.reset();
+      write_registered_ = false;
+    }
+    return true;
   }
 
   // Pending waits complete with ok == false.

@@ -21,6 +21,7 @@
 
 #include "server/fd_watch.h"
 #include "server/loop_lock.h"
+#include "server/reply_lease.h"
 
 namespace mp {
 
@@ -83,6 +84,8 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   bool retired = false;  // no new commands
   bool close_posted = false;
   bool reporting = false;  // in report_done(): a nested call leaves the queue to the outer loop
+  bool lent = false;       // a worker reads the replies (Lease); the loop does not
+  bool quiet = false;      // idle after a lease: unwatched until the next command
   unsigned inflight = 0;
   std::vector<Cmd*> done;
   std::string error;  // why the connection died, from the libnbd call that saw it
@@ -141,9 +144,14 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
     // libnbd waits to write only while connecting or when a request does
     // not fit the socket buffer.
     if (!(dir & LIBNBD_AIO_DIRECTION_WRITE)) watch.drop_write_interest();
-    if (dir & LIBNBD_AIO_DIRECTION_READ)
+    // Lent, the worker reads; quiet, nobody does (Lease).
+    if ((dir & LIBNBD_AIO_DIRECTION_READ) && !lent && !(quiet && inflight == 0))
       watch.wait(FdWatch::Read, [self](bool ok) {
         if (!ok || !self->h || self->close_posted) return;
+        if (self->lent) {  // a wait from before the lease: the worker reads
+          self->watch.unwatch();
+          return;
+        }
         // The reactor's readiness may be stale: every wait re-arms the
         // edge-triggered registration, so a wait started while a reply was
         // waiting fires even after libnbd has read it. libnbd 1.14 trusts a
@@ -243,6 +251,39 @@ struct NbdPath::Conn : std::enable_shared_from_this<Conn> {
   }
 };
 
+// A worker's lease on a connection's reads (reply_lease.h). The socket
+// leaves the loop's reactor, so that a reply wakes the worker alone. When the
+// lease ends with nothing in flight the connection stays quiet, unwatched,
+// until its next command: at queue depth 1 the socket is never registered
+// again. A server that closes a quiet connection is noticed by that command,
+// or by the checker's probe of the idle path (checker.interval).
+class NbdPath::Lease final : public ReplyLease {
+ public:
+  explicit Lease(std::shared_ptr<Conn> c) : c_(std::move(c)) {
+    c_->lent = true;
+    c_->watch.unwatch();  // with the loop's wait pending: the loop wakes once more
+  }
+  int fd() const override {
+    return c_->h && !c_->close_posted && !c_->dead ? nbd_aio_get_fd(c_->h) : -1;
+  }
+  // Called when the worker's poll saw the socket readable. Nobody else reads
+  // a lent connection, so that readiness is fresh (FdWatch::readable() is the
+  // loop's guard against stale readiness; not needed here).
+  void read() override {
+    if (fd() < 0) return;
+    c_->note(nbd_aio_notify_read(c_->h));
+    c_->after_io();
+  }
+  void end() override {
+    c_->lent = false;
+    c_->quiet = true;
+    if (c_->h && !c_->close_posted) c_->after_io();
+  }
+
+ private:
+  std::shared_ptr<Conn> c_;
+};
+
 NbdPath::NbdPath(asio::io_context& io, config::Path cfg, PathListener& listener)
     : io_(io), cfg_(std::move(cfg)), listener_(listener) {}
 
@@ -320,7 +361,11 @@ bool NbdPath::submit(const Command& cmd, CommandSink* sink) {
     delete x;
     return false;
   };
+  c->quiet = false;
   if (!send_in_parts(n, sink, send_part)) return false;
+  // Nothing else in flight here: the worker that sent this may read its reply.
+  if (c->inflight == 1 && !c->lent && ReplyLease::offered())
+    ReplyLease::lend(std::make_shared<Lease>(c->shared_from_this()));
   if (!c->done.empty()) {
     auto self = c->shared_from_this();
     post_locked(io_, [self] { self->after_io(); });

@@ -26,6 +26,7 @@ class NbdPath final : public Path {
   unsigned retired_connections() const override;
 
   struct Conn;  // one libnbd handle; see nbd_path.cc
+  class Lease;  // a worker reading a connection's replies
 
  private:
   friend struct Conn;

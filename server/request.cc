@@ -2,8 +2,11 @@
 #include "server/request.h"
 
 #include <linux/futex.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "server/wake_fd.h"
 
 namespace mp {
 
@@ -37,8 +40,31 @@ void Request::wait() {
 }
 
 void Request::wake() {
+  const int fd = wake_fd_;  // the request may be gone once `done` is stored
   done.store(1, std::memory_order_release);
-  syscall(SYS_futex, &done, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  if (fd < 0)
+    syscall(SYS_futex, &done, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  else if (fd != current_wake_fd())  // not the reading worker itself
+    signal_wake_fd(fd);
+}
+
+// The worker polls the lent socket and its wake descriptor. Whatever wakes
+// it, `done` decides; a stale signal (a request of this thread's that
+// completed after it had seen it done) costs one more turn.
+void Request::wait_reading(std::shared_ptr<ReplyLease> lease, std::unique_lock<std::mutex>& lock) {
+  const int wake = thread_wake_fd();  // the Offer was made with it: it exists
+  wake_fd_ = wake;
+  while (done.load(std::memory_order_acquire) == 0) {
+    pollfd p[2] = {{lease->fd(), POLLIN, 0}, {wake, POLLIN, 0}};
+    lock.unlock();
+    poll(p, 2, -1);
+    if (p[1].revents) drain_wake_fd(wake);
+    lock.lock();
+    if (p[0].revents && done.load(std::memory_order_acquire) == 0) lease->read();
+  }
+  lease->end();
+  lease.reset();
+  lock.unlock();
 }
 
 }  // namespace mp

@@ -11,8 +11,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "server/path.h"
+#include "server/reply_lease.h"
 #include "server/timer_queue.h"
 
 namespace mp {
@@ -66,12 +68,17 @@ struct Request : private RequestState {
 
   // Worker thread: blocks until the engine completed the request.
   void wait();
+  // Worker thread that submitted the request holding the loop `lock` and was
+  // lent its reply's connection: reads the reply itself until the request
+  // completed (server/reply_lease.h). Returns with the lock released.
+  void wait_reading(std::shared_ptr<ReplyLease> lease, std::unique_lock<std::mutex>& lock);
 
  private:
   friend class Engine;
   // Under the loop lock: marks the request done and wakes its worker.
   void wake();
   std::atomic<std::uint32_t> done{0};  // 1 once completed; the futex word
+  int wake_fd_ = -1;                   // set: the worker polls this instead of the futex
 };
 
 }  // namespace mp

@@ -8,6 +8,8 @@
 #include <new>
 
 #include "server/path_factory.h"
+#include "server/reply_lease.h"
+#include "server/wake_fd.h"
 
 namespace mp {
 
@@ -87,11 +89,24 @@ int Service::io(Op op, std::byte* buf, std::uint32_t count, std::uint64_t offset
   // submits the request itself: the upstream send happens here and the loop
   // is not woken for it. Otherwise the loop does it, as soon as it is free.
   // (README.md, "Threads and the loop lock".)
+  // It then also reads the reply itself when it could (server/reply_lease.h).
   Engine* e = engine_.get();
-  if (std::unique_lock<std::mutex> lock(loop_->mutex(), std::try_to_lock); lock.owns_lock())
-    e->submit(r);
-  else
+  if (std::unique_lock<std::mutex> lock(loop_->mutex(), std::try_to_lock); lock.owns_lock()) {
+    std::shared_ptr<ReplyLease> lease;
+    if (thread_wake_fd() >= 0) {
+      ReplyLease::Offer offer;
+      e->submit(r);
+      lease = offer.take();
+    } else {
+      e->submit(r);
+    }
+    if (lease)
+      r.wait_reading(std::move(lease), lock);
+    else
+      lock.unlock();
+  } else {
     loop_->post([e, &r] { e->submit(r); });
+  }
   r.wait();
   if (!r.err && op == Op::Read) std::memcpy(buf, r.data.get(), count);
   return r.err;

@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "server/engine.h"
 #include "server/path.h"
+#include "server/reply_lease.h"
 #include "server/runtime.h"
 
 namespace mp::test {
@@ -98,6 +99,7 @@ class FakePath final : public Path {
     s.at = rt_.now();
     if (cmd.op == Op::Write && cmd.data) s.bytes.assign(cmd.data, cmd.data + cmd.count);
     sent.push_back(std::move(s));
+    if (lend_fd >= 0 && ReplyLease::offered()) ReplyLease::lend(std::make_shared<Lease>(*this));
     return true;
   }
   void disconnect() override {
@@ -173,6 +175,23 @@ class FakePath final : public Path {
     execute(i);
     complete(i);
   }
+
+  // A lease on this path's replies (server/reply_lease.h), lent to a thread
+  // that offered to read when lend_fd >= 0: it polls lend_fd, and its read()
+  // calls on_lease_read. Counts what the lessee did.
+  struct Lease final : ReplyLease {
+    explicit Lease(FakePath& p) : path(p) {}
+    int fd() const override { return path.lend_fd; }
+    void read() override {
+      path.lease_reads++;
+      if (path.on_lease_read) path.on_lease_read();
+    }
+    void end() override { path.leases_ended++; }
+    FakePath& path;
+  };
+  int lend_fd = -1;
+  std::function<void()> on_lease_read;
+  int lease_reads = 0, leases_ended = 0;
 
   std::deque<Sent> sent;  // deque: completions may submit more while we hold references
   bool up = false;        // the current connection is ready

@@ -1,5 +1,6 @@
 // Unit tests for server/nbd_path.h against a real nbdkit (memory plugin) on a Unix socket: the
-// capabilities, data, the split of large commands, a dying server, and retired connections.
+// capabilities, data, the split of large commands, a dying server, retired connections, and a
+// worker's lease on a connection's replies.
 //
 // Each test starts its own nbdkit by socket activation: the listening socket is made here, in a
 // mkdtemp directory, before nbdkit runs, so a connect never races its start-up and nothing waits
@@ -7,6 +8,7 @@
 // even when a check failed. The Asio loop runs on the test thread, with a deadline.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -22,11 +24,15 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "server/loop_lock.h"
 #include "server/nbd_path.h"
+#include "server/reply_lease.h"
 #include "tests/unit/io_wait.h"
 
 using namespace std::chrono_literals;
@@ -439,4 +445,130 @@ TEST_CASE("destroying the path with commands in flight never calls their sinks")
   run_for(io, 50ms);  // whatever the path left posted runs without it
   CHECK(s.calls == 0);
   CHECK(l.downs.empty());
+}
+
+// The test thread plays the worker: it submits under an offer, then reads through the lease
+// holding the loop lock, as Request::wait_reading does.
+namespace {
+bool wait_readable(int fd, int ms = 10000) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, ms) == 1;
+}
+}  // namespace
+
+TEST_CASE("a command sent under an offer lends its reply to the sender; the loop leaves it") {
+  SKIP_WITHOUT_NBDKIT();
+  Rig rig({"memory", "size=1M"});
+  auto& [server, io, l, path] = rig;
+  std::mutex& mu = mp::loop_mutex(io);
+
+  auto data = pattern(4096, 5);
+  Sink w;
+  roundtrip(io, path, cmd(mp::Op::Write, 0, data), w);
+
+  std::vector<std::byte> back(4096);
+  Sink r;
+  std::shared_ptr<mp::ReplyLease> lease;
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    mp::ReplyLease::Offer offer;
+    REQUIRE(path.submit(cmd(mp::Op::Read, 0, back), &r));
+    lease = offer.take();
+  }
+  REQUIRE(lease);
+  int fd;
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    fd = lease->fd();
+  }
+  REQUIRE(fd >= 0);
+  REQUIRE(wait_readable(fd));
+  // The reply is there, but the loop does not read a lent connection.
+  run_for(io, 50ms);
+  CHECK(r.calls == 0);
+  // The reply may come in more than one piece: read until it is whole.
+  for (int i = 0; i < 100 && r.calls == 0 && wait_readable(fd); i++) {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->read();
+  }
+  CHECK(r.calls == 1);
+  CHECK(r.result == mp::PathResult::Ok);
+  CHECK(back == data);
+
+  // Sent without an offer while still lent: nobody reads it until the lease ends, then the loop.
+  Sink r2;
+  REQUIRE(path.submit(cmd(mp::Op::Read, 0, back), &r2));
+  run_for(io, 50ms);
+  CHECK(r2.calls == 0);
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->end();
+    lease.reset();
+  }
+  REQUIRE(run_until(io, [&] { return r2.calls == 1; }));
+  CHECK(r2.result == mp::PathResult::Ok);
+  CHECK(l.downs.empty());
+}
+
+TEST_CASE("a connection with a command in flight is not lent; one offer takes one lease") {
+  SKIP_WITHOUT_NBDKIT();
+  Rig rig({"--filter=delay", "memory", "size=1M", "rdelay=200ms"});
+  auto& [server, io, l, path] = rig;
+  std::vector<std::byte> a(4096), b(4096), c(4096);
+  Sink sa, sb, sc;
+  REQUIRE(path.submit(cmd(mp::Op::Read, 0, a), &sa));  // in flight, read by the loop
+  {
+    mp::ReplyLease::Offer offer;
+    REQUIRE(path.submit(cmd(mp::Op::Read, 4096, b), &sb));
+    CHECK_FALSE(offer.take());
+  }
+  REQUIRE(run_until(io, [&] { return sa.calls == 1 && sb.calls == 1; }));
+  std::shared_ptr<mp::ReplyLease> lease;
+  {
+    mp::ReplyLease::Offer offer;
+    REQUIRE(path.submit(cmd(mp::Op::Read, 0, c), &sc));
+    CHECK_FALSE(mp::ReplyLease::offered());  // taken
+    lease = offer.take();
+  }
+  REQUIRE(lease);
+  lease->end();
+  lease.reset();
+  REQUIRE(run_until(io, [&] { return sc.calls == 1; }));
+  CHECK(sc.result == mp::PathResult::Ok);
+}
+
+TEST_CASE("a lent connection whose server dies ends its command as TransportDead") {
+  SKIP_WITHOUT_NBDKIT();
+  Rig rig({"--filter=delay", "memory", "size=1M", "rdelay=30s"});
+  auto& [server, io, l, path] = rig;
+  std::mutex& mu = mp::loop_mutex(io);
+  std::vector<std::byte> buf(4096);
+  Sink s;
+  std::shared_ptr<mp::ReplyLease> lease;
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    mp::ReplyLease::Offer offer;
+    REQUIRE(path.submit(cmd(mp::Op::Read, 0, buf), &s));
+    lease = offer.take();
+  }
+  REQUIRE(lease);
+  int fd = lease->fd();
+  server.kill_now();
+  REQUIRE(wait_readable(fd));  // EOF
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->read();
+    CHECK(lease->fd() == -1);  // nothing more to poll there
+  }
+  CHECK(s.calls == 1);
+  CHECK(s.result == mp::PathResult::TransportDead);
+  REQUIRE(l.downs.size() == 1);
+  CHECK(l.downs[0].find("connection lost") != std::string::npos);
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->end();
+    lease.reset();
+  }
+  run_for(io, 50ms);
+  CHECK(l.downs.size() == 1);
 }

@@ -572,3 +572,50 @@ TEST_CASE("a lent connection whose server dies ends its command as TransportDead
   run_for(io, 50ms);
   CHECK(l.downs.size() == 1);
 }
+
+TEST_CASE(
+    "a quiet connection is unwatched; a server that closed it is noticed by the next command") {
+  SKIP_WITHOUT_NBDKIT();
+  Rig rig({"memory", "size=1M"});
+  auto& [server, io, l, path] = rig;
+  std::mutex& mu = mp::loop_mutex(io);
+  std::vector<std::byte> buf(4096);
+  Sink s;
+  std::shared_ptr<mp::ReplyLease> lease;
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    mp::ReplyLease::Offer offer;
+    REQUIRE(path.submit(cmd(mp::Op::Read, 0, buf), &s));
+    lease = offer.take();
+  }
+  REQUIRE(lease);
+  int fd = lease->fd();
+  REQUIRE(wait_readable(fd));
+  // The loop's wait from before the lease (the idle connection's) fires with the reply, and
+  // leaves the socket to the worker: out of the reactor.
+  run_for(io, 50ms);
+  CHECK(s.calls == 0);
+  for (int i = 0; i < 100 && s.calls == 0 && wait_readable(fd); i++) {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->read();
+  }
+  REQUIRE(s.calls == 1);
+  {
+    std::lock_guard<std::mutex> hold(mu);
+    lease->end();  // nothing in flight: quiet
+    lease.reset();
+  }
+  server.kill_now();
+  REQUIRE(wait_readable(fd));  // EOF is there, and no wait of the loop's sees it
+  run_for(io, 100ms);
+  CHECK(l.downs.empty());
+
+  // The next command (a checker probe, or a client request) finds the connection dead: it ends as
+  // TransportDead, which the engine fails over, and the path goes down.
+  Sink next;
+  if (path.submit(cmd(mp::Op::Read, 0, buf), &next))
+    REQUIRE(run_until(io, [&] { return next.calls == 1; }));
+  REQUIRE(run_until(io, [&] { return !l.downs.empty(); }));
+  CHECK((next.calls == 0 || next.result == mp::PathResult::TransportDead));
+  CHECK(l.downs[0].find("connection lost") != std::string::npos);
+}

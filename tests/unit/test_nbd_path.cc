@@ -454,13 +454,36 @@ bool wait_readable(int fd, int ms = 10000) {
   pollfd p{fd, POLLIN, 0};
   return poll(&p, 1, ms) == 1;
 }
+
+// Submits `c` under an offer, holding the loop lock, and returns the lease (null: not lent).
+std::shared_ptr<mp::ReplyLease> submit_offered(asio::io_context& io, mp::NbdPath& path,
+                                               const mp::Command& c, Sink& s) {
+  std::lock_guard<std::mutex> hold(mp::loop_mutex(io));
+  mp::ReplyLease::Offer offer;
+  REQUIRE(path.submit(c, &s));
+  return offer.take();
+}
+
+// Reads through the lease until the sink heard (a reply may come in more than one piece).
+void read_until_done(asio::io_context& io, mp::ReplyLease& lease, int fd, const Sink& s) {
+  for (int i = 0; i < 100 && s.calls == 0 && wait_readable(fd); i++) {
+    std::lock_guard<std::mutex> hold(mp::loop_mutex(io));
+    lease.read();
+  }
+}
+
+// Ends the lease and drops it, holding the loop lock.
+void end_lease(asio::io_context& io, std::shared_ptr<mp::ReplyLease>& lease) {
+  std::lock_guard<std::mutex> hold(mp::loop_mutex(io));
+  lease->end();
+  lease.reset();
+}
 }  // namespace
 
 TEST_CASE("a command sent under an offer lends its reply to the sender; the loop leaves it") {
   SKIP_WITHOUT_NBDKIT();
   Rig rig({"memory", "size=1M"});
   auto& [server, io, l, path] = rig;
-  std::mutex& mu = mp::loop_mutex(io);
 
   auto data = pattern(4096, 5);
   Sink w;
@@ -468,29 +491,15 @@ TEST_CASE("a command sent under an offer lends its reply to the sender; the loop
 
   std::vector<std::byte> back(4096);
   Sink r;
-  std::shared_ptr<mp::ReplyLease> lease;
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    mp::ReplyLease::Offer offer;
-    REQUIRE(path.submit(cmd(mp::Op::Read, 0, back), &r));
-    lease = offer.take();
-  }
+  auto lease = submit_offered(io, path, cmd(mp::Op::Read, 0, back), r);
   REQUIRE(lease);
-  int fd;
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    fd = lease->fd();
-  }
+  int fd = lease->fd();
   REQUIRE(fd >= 0);
   REQUIRE(wait_readable(fd));
   // The reply is there, but the loop does not read a lent connection.
   run_for(io, 50ms);
   CHECK(r.calls == 0);
-  // The reply may come in more than one piece: read until it is whole.
-  for (int i = 0; i < 100 && r.calls == 0 && wait_readable(fd); i++) {
-    std::lock_guard<std::mutex> hold(mu);
-    lease->read();
-  }
+  read_until_done(io, *lease, fd, r);
   CHECK(r.calls == 1);
   CHECK(r.result == mp::PathResult::Ok);
   CHECK(back == data);
@@ -500,11 +509,7 @@ TEST_CASE("a command sent under an offer lends its reply to the sender; the loop
   REQUIRE(path.submit(cmd(mp::Op::Read, 0, back), &r2));
   run_for(io, 50ms);
   CHECK(r2.calls == 0);
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    lease->end();
-    lease.reset();
-  }
+  end_lease(io, lease);
   REQUIRE(run_until(io, [&] { return r2.calls == 1; }));
   CHECK(r2.result == mp::PathResult::Ok);
   CHECK(l.downs.empty());
@@ -544,13 +549,7 @@ TEST_CASE("a lent connection whose server dies ends its command as TransportDead
   std::mutex& mu = mp::loop_mutex(io);
   std::vector<std::byte> buf(4096);
   Sink s;
-  std::shared_ptr<mp::ReplyLease> lease;
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    mp::ReplyLease::Offer offer;
-    REQUIRE(path.submit(cmd(mp::Op::Read, 0, buf), &s));
-    lease = offer.take();
-  }
+  auto lease = submit_offered(io, path, cmd(mp::Op::Read, 0, buf), s);
   REQUIRE(lease);
   int fd = lease->fd();
   server.kill_now();
@@ -564,11 +563,7 @@ TEST_CASE("a lent connection whose server dies ends its command as TransportDead
   CHECK(s.result == mp::PathResult::TransportDead);
   REQUIRE(l.downs.size() == 1);
   CHECK(l.downs[0].find("connection lost") != std::string::npos);
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    lease->end();
-    lease.reset();
-  }
+  end_lease(io, lease);
   run_for(io, 50ms);
   CHECK(l.downs.size() == 1);
 }
@@ -578,16 +573,9 @@ TEST_CASE(
   SKIP_WITHOUT_NBDKIT();
   Rig rig({"memory", "size=1M"});
   auto& [server, io, l, path] = rig;
-  std::mutex& mu = mp::loop_mutex(io);
   std::vector<std::byte> buf(4096);
   Sink s;
-  std::shared_ptr<mp::ReplyLease> lease;
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    mp::ReplyLease::Offer offer;
-    REQUIRE(path.submit(cmd(mp::Op::Read, 0, buf), &s));
-    lease = offer.take();
-  }
+  auto lease = submit_offered(io, path, cmd(mp::Op::Read, 0, buf), s);
   REQUIRE(lease);
   int fd = lease->fd();
   REQUIRE(wait_readable(fd));
@@ -595,16 +583,9 @@ TEST_CASE(
   // leaves the socket to the worker: out of the reactor.
   run_for(io, 50ms);
   CHECK(s.calls == 0);
-  for (int i = 0; i < 100 && s.calls == 0 && wait_readable(fd); i++) {
-    std::lock_guard<std::mutex> hold(mu);
-    lease->read();
-  }
+  read_until_done(io, *lease, fd, s);
   REQUIRE(s.calls == 1);
-  {
-    std::lock_guard<std::mutex> hold(mu);
-    lease->end();  // nothing in flight: quiet
-    lease.reset();
-  }
+  end_lease(io, lease);  // nothing in flight: quiet
   server.kill_now();
   REQUIRE(wait_readable(fd));  // EOF is there, and no wait of the loop's sees it
   run_for(io, 100ms);

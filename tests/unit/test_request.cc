@@ -90,7 +90,8 @@ struct Rig {
   }
   // The index of the worker's read once it was sent.
   std::size_t sent_read() {
-    for (int i = 0; i < 10000; i++) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < until) {
       {
         std::lock_guard<std::mutex> hold(mu);
         auto v = h.p("A").pending(Op::Read, 0);
@@ -169,7 +170,8 @@ TEST_CASE("a stale wake-up does not end a worker's wait early") {
   std::size_t k = rig.sent_read();
   signal_wake_fd(wfd);  // a late signal for an earlier request of that thread
   // The worker wakes, finds its request not done, and waits on.
-  for (int i = 0; i < 1000; i++) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < until) {
     pollfd p{wfd, POLLIN, 0};
     if (poll(&p, 1, 0) == 0) break;
     std::this_thread::yield();

@@ -18,7 +18,7 @@
 #   MP_PLUGIN_BASE  another build of the plugin, for target base (mp1 with it)
 #   MP_ARGS    extra plugin arguments for mp1, mp2 and base (e.g. "selector=...")
 #   BENCH_OUT  directory to keep raw.csv, summary.md and the fio JSON in
-#   CHECK=1    exit 1 when a ratio misses its target
+#   CHECK=1    exit 1 when a ratio misses its target (base's ratios are shown, not judged)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -188,7 +188,7 @@ for mp in ("mp1", "mp2", "base"):
             continue
         r = summary.paired(sys.argv[1], mp, base, w)
         ok = r >= goal
-        missed += not ok
+        missed += not ok and mp != "base"  # the other build is for comparison only
         out.append(f"| {name} {mp}/{base} | {r:.2f} | {a / b:.2f} | ≥ {goal} | "
                    f"{'met' if ok else 'MISSED'} |")
 # Context: what the nbd plugin costs against the upstream itself.

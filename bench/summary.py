@@ -35,8 +35,7 @@ def _ordered(rows, key):
 
 def tables(raw_csv, header_txt):
     """Returns (lines, medians by (target, workload), workloads in run order)."""
-    with open(raw_csv) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(raw_csv)
     with open(header_txt) as f:
         header = f.read().rstrip("\n")
     targets, workloads = _ordered(rows, "target"), _ordered(rows, "workload")
@@ -68,7 +67,13 @@ def tables(raw_csv, header_txt):
     return out, med, workloads
 
 
-def paired(raw_csv, a, b, workload):
+def read_rows(raw_csv):
+    """The rows of raw.csv, as dicts."""
+    with open(raw_csv) as f:
+        return list(csv.DictReader(f))
+
+
+def paired(rows, a, b, workload):
     """The median over rounds of a's metric over b's in the same round, or None.
 
     Each round runs every target back to back, so a round's ratio compares
@@ -76,10 +81,10 @@ def paired(raw_csv, a, b, workload):
     (by up to 2x between minutes on a shared VM), which moves the medians
     over rounds of every target but much less the ratio within a round."""
     key = LABELS[workload][1]
-    with open(raw_csv) as f:
-        rows = [r for r in csv.DictReader(f) if r["workload"] == workload]
     by_round = {}
     for r in rows:
+        if r["workload"] != workload:
+            continue
         by_round.setdefault(r["round"], {})[r["target"]] = float(r[key])
     ratios = [v[a] / v[b] for v in by_round.values() if a in v and v.get(b)]
     return statistics.median(ratios) if ratios else None

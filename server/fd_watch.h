@@ -82,10 +82,7 @@ class FdWatch {
   // when it no longer wants to; with no wait pending, the descriptor is
   // registered afresh, without EPOLLOUT (two epoll_ctl calls).
   void drop_write_interest() {
-    if (!sd_ || !write_registered_ || waiting_[Read] || waiting_[Write]) return;
-    sd_->release();
-    sd_.emplace(io_, fd_);
-    write_registered_ = false;
+    if (sd_ && write_registered_ && unwatch()) sd_.emplace(io_, fd_);
   }
 
   // Takes the descriptor out of the reactor, so that its readiness wakes

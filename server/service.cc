@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 
 #include "server/path_factory.h"
 #include "server/reply_lease.h"
@@ -93,12 +94,11 @@ int Service::io(Op op, std::byte* buf, std::uint32_t count, std::uint64_t offset
   Engine* e = engine_.get();
   if (std::unique_lock<std::mutex> lock(loop_->mutex(), std::try_to_lock); lock.owns_lock()) {
     std::shared_ptr<ReplyLease> lease;
-    if (thread_wake_fd() >= 0) {
-      ReplyLease::Offer offer;
+    {
+      std::optional<ReplyLease::Offer> offer;  // none without a wake descriptor
+      if (thread_wake_fd() >= 0) offer.emplace();
       e->submit(r);
-      lease = offer.take();
-    } else {
-      e->submit(r);
+      if (offer) lease = offer->take();
     }
     if (lease)
       r.wait_reading(std::move(lease), lock);

@@ -25,6 +25,7 @@ std::vector<int>& pool() {
 
 struct Holder {
   int fd = -1;
+  bool refused = false;  // none could be had: the thread waits on its futex for good
   ~Holder() {
     if (fd < 0) return;
     std::lock_guard<std::mutex> hold(pool_mu);
@@ -37,7 +38,7 @@ thread_local Holder holder;
 }  // namespace
 
 int thread_wake_fd() {
-  if (holder.fd >= 0) return holder.fd;
+  if (holder.fd >= 0 || holder.refused) return holder.fd;
   std::lock_guard<std::mutex> hold(pool_mu);
   if (!pool().empty()) {
     holder.fd = pool().back();
@@ -46,6 +47,7 @@ int thread_wake_fd() {
     holder.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (holder.fd >= 0) created++;
   }
+  holder.refused = holder.fd < 0;  // not asked again on every request
   return holder.fd;
 }
 

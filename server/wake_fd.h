@@ -13,7 +13,7 @@ namespace mp {
 
 // The calling thread's descriptor, taken from the pool or created on first
 // use; -1 when none can be had (64 exist, or eventfd failed): the caller
-// then waits on its futex instead.
+// then waits on its futex instead, and this thread never asks again.
 int thread_wake_fd();
 // The calling thread's descriptor if it has one, else -1. Never creates one.
 int current_wake_fd();
